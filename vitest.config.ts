@@ -1,0 +1,33 @@
+import { defineConfig } from "vitest/config"
+import type { Reporter, TestModule } from "vitest/node"
+
+// CI reads a plain `N passed, N failed` closing line; vitest's own summary is not in that form.
+const plainSummary: Reporter = {
+  onTestRunEnd(modules: ReadonlyArray<TestModule>) {
+    let passed = 0
+    let failed = 0
+    let skipped = 0
+    for (const m of modules) {
+      const tests = [...m.children.allTests()]
+      if (m.state() === "failed" && tests.length === 0) failed++ // the file failed to import
+      for (const t of tests) {
+        const s = t.result().state
+        if (s === "passed") passed++
+        else if (s === "failed") failed++
+        else skipped++
+      }
+    }
+    const line = `${passed} passed, ${failed} failed` + (skipped ? `, ${skipped} skipped` : "")
+    process.once("exit", () => process.stdout.write(line + "\n")) // after vitest's own summary
+  }
+}
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    environment: "node",
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    reporters: ["default", plainSummary]
+  }
+})
