@@ -1,0 +1,52 @@
+import { Schema } from "effect"
+
+/** Wire schemas for the parts of Consul's HTTP API that consular reads and writes; field names are Consul's. */
+
+/** Body of `PUT /v1/agent/service/register`. `Port` is left out for a task without ports (Consul shows 0). */
+export const Registration = Schema.Struct({
+  ID: Schema.String,
+  Name: Schema.String,
+  Address: Schema.String,
+  Port: Schema.optional(Schema.Int),
+  Tags: Schema.Array(Schema.String)
+})
+export type Registration = typeof Registration.Type
+
+/** One entry of `GET /v1/agent/services`. Old agents send `Tags: null` for an untagged service. */
+export const AgentService = Schema.Struct({
+  ID: Schema.String,
+  Service: Schema.String,
+  Tags: Schema.optionalWith(Schema.NullOr(Schema.Array(Schema.String)), { default: () => null }),
+  Address: Schema.optionalWith(Schema.String, { default: () => "" }),
+  Port: Schema.optionalWith(Schema.Int, { default: () => 0 })
+})
+export type AgentService = typeof AgentService.Type
+
+export const AgentServices = Schema.Record({ key: Schema.String, value: AgentService })
+export type AgentServices = typeof AgentServices.Type
+
+/** One entry of `GET /v1/catalog/nodes`: each node runs an agent at `Address`. */
+export const CatalogNode = Schema.Struct({ Node: Schema.String, Address: Schema.String })
+export type CatalogNode = typeof CatalogNode.Type
+export const CatalogNodes = Schema.Array(CatalogNode)
+
+/** One entry of `GET /v1/kv/<prefix>?recurse`: `Value` is base64, null for an empty value. */
+export const KvEntry = Schema.Struct({ Key: Schema.String, Value: Schema.NullOr(Schema.String) })
+export const KvEntries = Schema.Array(KvEntry)
+
+/** `GET /v1/kv/<prefix>?keys[&separator=/]` */
+export const KvKeys = Schema.Array(Schema.String)
+
+/** One operation of `PUT /v1/txn` (Consul accepts at most 64 per transaction). */
+export const TxnOperation = Schema.Struct({
+  KV: Schema.Struct({
+    Verb: Schema.Literal("set", "delete", "delete-tree"),
+    Key: Schema.String,
+    Value: Schema.optional(Schema.String)
+  })
+})
+export type TxnOperation = typeof TxnOperation.Type
+export const TxnOperations = Schema.Array(TxnOperation)
+
+/** Consul's limit on operations in one transaction. */
+export const maxTxnOperations = 64

@@ -1,0 +1,215 @@
+import type { AgentService, Registration } from "./ConsulApi.js"
+import type { AgentDirectory } from "./Agents.js"
+import type { App, AppId, Task } from "./MarathonApi.js"
+import { isRunning } from "./MarathonApi.js"
+import type { AppName } from "./Naming.js"
+import {
+  appIdFromTags, appKvPrefix, appName, encodeLabelValue, isOwnedBy, labelKey, parseLabelKey, registration
+} from "./Naming.js"
+
+/**
+ * The pure reconciliation core: from what Marathon runs (desired) and what Consul holds (actual), the writes
+ * that make Consul match. An empty plan when Consul already matches: an idle pass writes nothing.
+ */
+
+/** An app whose tasks are known (embedded in the listing or fetched separately). */
+export interface AppWithTasks {
+  readonly id: AppId
+  readonly labels: App["labels"]
+  readonly tasks: ReadonlyArray<Task>
+}
+
+export interface DesiredService {
+  readonly agent: string
+  readonly registration: Registration
+}
+
+export interface Clash {
+  readonly name: AppName
+  readonly ids: ReadonlyArray<AppId>
+}
+
+export interface Desired {
+  /** running tasks by task id (= Consul service id) */
+  readonly services: ReadonlyMap<string, DesiredService>
+  /** label keys with their stored (JSON-encoded) values */
+  readonly labels: ReadonlyMap<string, string>
+  /** names of the apps consular manages in this pass */
+  readonly apps: ReadonlySet<AppName>
+  /** names and ids that two or more apps share: skipped entirely, their Consul entries left alone */
+  readonly clashes: ReadonlyArray<Clash>
+  readonly clashingIds: ReadonlySet<string>
+}
+
+export const desiredState = (
+  apps: ReadonlyArray<AppWithTasks>,
+  registrationId: string,
+  directory: Pick<AgentDirectory, "resolve">
+): Desired => {
+  const byName = new Map<AppName, Array<AppWithTasks>>()
+  for (const app of apps) {
+    const name = appName(app.id)
+    const group = byName.get(name)
+    if (group === undefined) byName.set(name, [app])
+    else group.push(app)
+  }
+  const services = new Map<string, DesiredService>()
+  const labels = new Map<string, string>()
+  const names = new Set<AppName>()
+  const clashes: Array<Clash> = []
+  const clashingIds = new Set<string>()
+  for (const [name, group] of byName) {
+    if (group.length > 1) {
+      const ids = [...new Set(group.map((app) => app.id))].sort()
+      clashes.push({ name, ids })
+      for (const id of ids) clashingIds.add(id)
+      continue
+    }
+    const app = group[0]!
+    names.add(name)
+    for (const [label, value] of Object.entries(app.labels)) {
+      labels.set(labelKey(name, label), encodeLabelValue(value))
+    }
+    for (const task of app.tasks) {
+      if (!isRunning(task)) continue
+      services.set(task.id, { agent: directory.resolve(task.host), registration: registration(registrationId, app.id, task) })
+    }
+  }
+  return { services, labels, apps: names, clashes, clashingIds }
+}
+
+/** What an agent answered when asked for its services. */
+export type AgentState =
+  | { readonly _tag: "Read"; readonly services: ReadonlyMap<string, AgentService> }
+  /** `unreachable`: refused or timed out (fallback applies); otherwise it answered an error */
+  | { readonly _tag: "Unreadable"; readonly unreachable: boolean }
+
+export interface Actual {
+  readonly agents: ReadonlyMap<string, AgentState>
+  /** every key below `consular/` with its value; undefined when the KV store could not be read */
+  readonly kv: ReadonlyMap<string, string> | undefined
+}
+
+export interface PlanOptions {
+  readonly registrationId: string
+  readonly purge: boolean
+  readonly fallback: boolean
+  readonly directory: Pick<AgentDirectory, "main" | "inCatalog">
+}
+
+export interface Plan {
+  readonly register: ReadonlyArray<DesiredService>
+  readonly deregister: ReadonlyArray<{ readonly agent: string; readonly serviceId: string; readonly why: "dead" | "moved" }>
+  readonly kvSet: ReadonlyArray<{ readonly key: string; readonly value: string }>
+  readonly kvDelete: ReadonlyArray<string>
+  /** `consular/<app>/` trees of apps gone from Marathon (purge only) */
+  readonly kvDeleteTree: ReadonlyArray<string>
+}
+
+export const emptyPlan: Plan = { register: [], deregister: [], kvSet: [], kvDelete: [], kvDeleteTree: [] }
+
+export const planSize = (plan: Plan): number =>
+  plan.register.length + plan.deregister.length + plan.kvSet.length + plan.kvDelete.length + plan.kvDeleteTree.length
+
+/** Consul holds the registration exactly: same name, address, port (0 when none) and the same tags. */
+export const matches = (service: AgentService, wanted: Registration): boolean =>
+  service.Service === wanted.Name &&
+  service.Address === wanted.Address &&
+  service.Port === (wanted.Port ?? 0) &&
+  sameTags(service.Tags ?? [], wanted.Tags)
+
+const sameTags = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean => {
+  if (a.length !== b.length) return false
+  const sorted = [...b].sort()
+  return [...a].sort().every((tag, i) => tag === sorted[i])
+}
+
+const holds = (state: AgentState | undefined, wanted: Registration): boolean =>
+  state?._tag === "Read" && (() => {
+    const service = state.services.get(wanted.ID)
+    return service !== undefined && matches(service, wanted)
+  })()
+
+export const plan = (desired: Desired, actual: Actual, options: PlanOptions): Plan => {
+  const register: Array<DesiredService> = []
+  for (const wanted of desired.services.values()) {
+    const state = actual.agents.get(wanted.agent)
+    if (holds(state, wanted.registration)) continue
+    // an agent that stays unreachable keeps its fallback copy on the main agent: no rewrite every pass
+    if (state?._tag === "Unreadable" && state.unreachable && options.fallback &&
+      holds(actual.agents.get(options.directory.main), wanted.registration)) continue
+    register.push(wanted)
+  }
+
+  const deregister: Array<Plan["deregister"][number]> = []
+  for (const [agent, state] of actual.agents) {
+    if (state._tag !== "Read") continue
+    for (const [id, service] of state.services) {
+      if (!isOwnedBy(service.Tags, options.registrationId)) continue
+      const app = appIdFromTags(service.Tags ?? [])
+      if (app === undefined || desired.clashingIds.has(app)) continue // not ours to judge
+      const wanted = desired.services.get(id)
+      if (wanted === undefined) {
+        if (options.purge) deregister.push({ agent, serviceId: id, why: "dead" })
+      } else if (
+        wanted.agent !== agent &&
+        // only between two catalog nodes is it certain these are two agents, and only once the right one holds it
+        options.directory.inCatalog(agent) && options.directory.inCatalog(wanted.agent) &&
+        holds(actual.agents.get(wanted.agent), wanted.registration)
+      ) {
+        deregister.push({ agent, serviceId: id, why: "moved" })
+      }
+    }
+  }
+
+  const kvSet: Array<{ key: string; value: string }> = []
+  const kvDelete: Array<string> = []
+  const kvDeleteTree: Array<string> = []
+  if (actual.kv !== undefined) {
+    for (const [key, value] of desired.labels) {
+      if (actual.kv.get(key) !== value) kvSet.push({ key, value })
+    }
+    const clashingNames = new Set(desired.clashes.map((clash) => clash.name))
+    const goneApps = new Set<AppName>()
+    for (const key of actual.kv.keys()) {
+      const parsed = parseLabelKey(key)
+      if (parsed === undefined || clashingNames.has(parsed.app)) continue
+      if (desired.apps.has(parsed.app)) {
+        if (!desired.labels.has(key)) kvDelete.push(key)
+      } else if (options.purge) {
+        goneApps.add(parsed.app)
+      }
+    }
+    for (const app of goneApps) kvDeleteTree.push(appKvPrefix(app))
+  }
+  return { register, deregister, kvSet, kvDelete, kvDeleteTree }
+}
+
+/** The state Consul is in once every write of `plan` has landed: for tests and dry runs. */
+export const applyPlan = (actual: Actual, p: Plan): Actual => {
+  const readable = new Map<string, Map<string, AgentService>>()
+  const agents = new Map<string, AgentState>()
+  for (const [agent, state] of actual.agents) {
+    if (state._tag === "Read") {
+      const services = new Map(state.services)
+      readable.set(agent, services)
+      agents.set(agent, { _tag: "Read", services })
+    } else {
+      agents.set(agent, state)
+    }
+  }
+  for (const { agent, registration: r } of p.register) {
+    readable.get(agent)?.set(r.ID, { ID: r.ID, Service: r.Name, Tags: [...r.Tags], Address: r.Address, Port: r.Port ?? 0 })
+  }
+  for (const { agent, serviceId } of p.deregister) readable.get(agent)?.delete(serviceId)
+  let kv: Map<string, string> | undefined
+  if (actual.kv !== undefined) {
+    kv = new Map(actual.kv)
+    for (const { key, value } of p.kvSet) kv.set(key, value)
+    for (const key of p.kvDelete) kv.delete(key)
+    for (const prefix of p.kvDeleteTree) {
+      for (const key of [...kv.keys()]) if (key.startsWith(prefix)) kv.delete(key)
+    }
+  }
+  return { agents, kv }
+}

@@ -1,0 +1,56 @@
+import { Schema } from "effect"
+
+/**
+ * The one error vocabulary. A 404 is always `NotFound`; every other upstream failure is the upstream's error
+ * with a literal `reason`, so callers branch on tags and reasons, never on strings or status codes.
+ */
+export class NotFound extends Schema.TaggedError<NotFound>()("NotFound", {
+  resource: Schema.String
+}) {
+  override get message() {
+    return `not found: ${this.resource}`
+  }
+}
+
+/**
+ * Transport: the connection failed (refused, reset, DNS). Timeout: no answer in time.
+ * Status: an unexpected HTTP status. Decode: the body did not match the schema.
+ * Forbidden: 403 (Consul ACL). Unauthorized: 401 (Marathon auth). None of the last two is ever retried.
+ */
+export const Reason = Schema.Literal("Transport", "Timeout", "Status", "Decode", "Forbidden", "Unauthorized")
+export type Reason = typeof Reason.Type
+
+const upstreamFields = {
+  operation: Schema.String,
+  reason: Reason,
+  /** the HTTP status when the upstream answered one */
+  status: Schema.optional(Schema.Number),
+  /** a short, secret-free description of what went wrong */
+  detail: Schema.String
+}
+
+export class ConsulError extends Schema.TaggedError<ConsulError>()("ConsulError", {
+  ...upstreamFields,
+  /** the agent (host) the request went to; absent for KV and catalog calls on the main Consul */
+  agent: Schema.optional(Schema.String)
+}) {
+  override get message() {
+    const where = this.agent === undefined ? "" : ` on agent ${this.agent}`
+    return `consul ${this.operation}${where} failed (${describeReason(this.reason, this.status)}): ${this.detail}`
+  }
+}
+
+export class MarathonError extends Schema.TaggedError<MarathonError>()("MarathonError", upstreamFields) {
+  override get message() {
+    return `marathon ${this.operation} failed (${describeReason(this.reason, this.status)}): ${this.detail}`
+  }
+}
+
+export type UpstreamError = ConsulError | MarathonError
+
+const describeReason = (reason: Reason, status: number | undefined): string =>
+  status === undefined ? reason : `${reason} ${status}`
+
+/** Consul refused or did not answer: the only failures that send a registration to the fallback agent. */
+export const isUnreachable = (error: ConsulError): boolean =>
+  error.reason === "Transport" || error.reason === "Timeout"

@@ -1,0 +1,108 @@
+import { Schema } from "effect"
+
+/** Wire schemas for the parts of Marathon's REST API that consular reads. Unknown fields are dropped. */
+
+const noControlChars = (s: string) => !/[\u0000-\u001f\u007f\s]/.test(s)
+
+/** A Marathon app id: absolute ("/grp/web"), no empty segment, no whitespace or control characters. */
+export const AppId = Schema.String.pipe(
+  Schema.filter((s) => s.startsWith("/") || "must start with \"/\""),
+  Schema.filter((s) => (s.length > 1 && !s.slice(1).split("/").includes("")) || "must not have an empty path segment"),
+  Schema.filter((s) => noControlChars(s) || "must not contain whitespace or control characters"),
+  Schema.brand("AppId")
+)
+export type AppId = typeof AppId.Type
+
+export const TaskId = Schema.String.pipe(
+  Schema.filter((s) => s.length > 0 || "must not be empty"),
+  Schema.filter((s) => noControlChars(s) || "must not contain whitespace or control characters"),
+  Schema.filter((s) => !s.includes("/") || "must not contain \"/\""),
+  Schema.brand("TaskId")
+)
+export type TaskId = typeof TaskId.Type
+
+const ipv4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
+const hostname = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*$/
+const ipv6 = /^[0-9A-Fa-f:.]+$/
+const isIpv6 = (s: string) => s.includes(":") && ipv6.test(s) && s.split("::").length <= 2
+
+/** The host a task runs on, as Marathon reports it: a host name, an IPv4 or an IPv6 address. */
+export const Host = Schema.String.pipe(
+  Schema.filter((s) => ipv4.test(s) || isIpv6(s) || (hostname.test(s) && !/^[\d.]+$/.test(s)) ||
+    "must be a host name or an IP address"),
+  Schema.brand("Host")
+)
+export type Host = typeof Host.Type
+
+export const Port = Schema.Int.pipe(Schema.between(0, 65535))
+
+/** Mesos task states. Only TASK_RUNNING tasks are services; see `isTerminal` for those that end one. */
+export const TaskState = Schema.Literal(
+  "TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_FINISHED", "TASK_FAILED",
+  "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_UNREACHABLE", "TASK_GONE",
+  "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"
+)
+export type TaskState = typeof TaskState.Type
+
+/** States that take a task out of Consul. TASK_KILLING is one: Marathon asks discovery to stop routing to it. */
+export const isTerminal = (state: TaskState): boolean =>
+  state !== "TASK_STAGING" && state !== "TASK_STARTING" && state !== "TASK_RUNNING"
+
+export const Labels = Schema.Record({ key: Schema.String, value: Schema.String })
+export type Labels = typeof Labels.Type
+
+export const Task = Schema.Struct({
+  id: TaskId,
+  host: Host,
+  ports: Schema.optionalWith(Schema.Array(Port), { default: () => [] }),
+  /** Marathon lists tasks of every state; older releases leave `state` out of running tasks */
+  state: Schema.optional(Schema.String),
+  startedAt: Schema.optional(Schema.NullOr(Schema.String))
+})
+export type Task = typeof Task.Type
+
+export const isRunning = (task: Task): boolean =>
+  task.state === undefined ? task.startedAt !== undefined && task.startedAt !== null : task.state === "TASK_RUNNING"
+
+export const App = Schema.Struct({
+  id: AppId,
+  labels: Schema.optionalWith(Labels, { default: () => ({}) }),
+  version: Schema.optional(Schema.String),
+  /** present with `embed=apps.tasks`; absent means "not embedded", not "no tasks" */
+  tasks: Schema.optional(Schema.Array(Task))
+})
+export type App = typeof App.Type
+
+export const AppsResponse = Schema.Struct({ apps: Schema.Array(App) })
+export const AppResponse = Schema.Struct({ app: App })
+export const TasksResponse = Schema.Struct({ tasks: Schema.Array(Task) })
+export const EventSubscriptions = Schema.Struct({ callbackUrls: Schema.Array(Schema.String) })
+export const Leader = Schema.Struct({ leader: Schema.String })
+
+/** Event types Marathon emits (1.x). Any of these other than status_update_event is acknowledged and ignored. */
+export const KnownEventType = Schema.Literal(
+  "status_update_event", "api_post_event", "framework_message_event", "subscribe_event", "unsubscribe_event",
+  "event_stream_attached", "event_stream_detached", "add_health_check_event", "remove_health_check_event",
+  "failed_health_check_event", "health_status_changed_event", "unhealthy_task_kill_event",
+  "unhealthy_instance_kill_event", "group_change_success", "group_change_failed", "deployment_success",
+  "deployment_failed", "deployment_info", "deployment_step_success", "deployment_step_failure",
+  "app_terminated_event", "instance_changed_event", "unknown_instance_terminated_event",
+  "instance_health_changed_event", "pod_created_event", "pod_updated_event", "pod_deleted_event",
+  "scheduler_registered_event", "scheduler_reregistered_event", "scheduler_disconnected_event"
+)
+export type KnownEventType = typeof KnownEventType.Type
+
+/** Decoded first, so that the type decides which schema the rest of the body must match. */
+export const EventEnvelope = Schema.Struct({ eventType: Schema.String })
+
+export const StatusUpdateEvent = Schema.Struct({
+  eventType: Schema.Literal("status_update_event"),
+  taskId: TaskId,
+  taskStatus: TaskState,
+  appId: AppId,
+  host: Host,
+  ports: Schema.optionalWith(Schema.Array(Port), { default: () => [] }),
+  version: Schema.optional(Schema.String),
+  timestamp: Schema.optional(Schema.String)
+})
+export type StatusUpdateEvent = typeof StatusUpdateEvent.Type
