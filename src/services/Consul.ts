@@ -1,0 +1,305 @@
+import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import { Context, Duration, Effect, Layer, Schedule } from "effect"
+import { AgentServices, CatalogNodes, KvEntries, KvKeys, Registration, TxnOperations } from "../domain/ConsulApi.js"
+import type { AgentService, CatalogNode, TxnOperation } from "../domain/ConsulApi.js"
+import { ConsulError, NotFound } from "../domain/Errors.js"
+import { agentUrl } from "../domain/Naming.js"
+import type { HttpSettings, UpstreamFailure } from "./Http.js"
+import * as Http from "./Http.js"
+import { ConsulStore } from "./ConsulStore.js"
+import type { Admission, ConsulOperation } from "./ConsulStore.js"
+
+/**
+ * Consul as consular uses it. Agent-scoped calls take the agent (a host: the task's, or a catalog node's
+ * address) and reach it on the main URL's scheme and port; KV and catalog calls go to the main Consul.
+ */
+export interface RegisterOptions {
+  /** the agent's reachability decides the fallback: no retry when it is unreachable, and this timeout */
+  readonly fallbackMode?: boolean | undefined
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+export class Consul extends Context.Tag("consular/Consul")<Consul, {
+  readonly agentServices: (agent: string) => Effect.Effect<ReadonlyMap<string, AgentService>, ConsulError>
+  /** one service of an agent (a filtered listing, so it works on every Consul that lists services) */
+  readonly agentService: (agent: string, serviceId: string) => Effect.Effect<AgentService, NotFound | ConsulError>
+  readonly register: (
+    agent: string,
+    registration: Registration,
+    options?: RegisterOptions
+  ) => Effect.Effect<void, ConsulError>
+  /** NotFound: the agent has no such service (already gone) */
+  readonly deregister: (agent: string, serviceId: string) => Effect.Effect<void, NotFound | ConsulError>
+  readonly catalogNodes: Effect.Effect<ReadonlyArray<CatalogNode>, ConsulError>
+  /** every key under the prefix with its value as text (`?recurse`); NotFound when there is none */
+  readonly kvTree: (prefix: string) => Effect.Effect<ReadonlyMap<string, string>, NotFound | ConsulError>
+  readonly kvKeys: (prefix: string, separator?: string) => Effect.Effect<ReadonlyArray<string>, NotFound | ConsulError>
+  readonly kvGet: (key: string) => Effect.Effect<string, NotFound | ConsulError>
+  readonly kvPut: (key: string, value: string) => Effect.Effect<void, ConsulError>
+  readonly kvDelete: (key: string, options?: { readonly recurse?: boolean }) => Effect.Effect<void, ConsulError>
+  /** at most 64 operations, applied all or none; a rolled-back or refused transaction is a ConsulError */
+  readonly txn: (operations: ReadonlyArray<TxnOperation>) => Effect.Effect<void, ConsulError>
+}>() {}
+
+export interface ConsulSettings extends HttpSettings {
+  /** the main Consul: KV, catalog, and the fallback agent */
+  readonly url: URL
+  /** timeout of a fallback registration on the main agent */
+  readonly fallbackTimeout?: Duration.DurationInput | undefined
+}
+
+/** A key in a URL path: each segment encoded, the slashes kept (Consul decodes the path). */
+const kvPath = (key: string): string => `/v1/kv/${key.split("/").map(encodeURIComponent).join("/")}`
+
+const consulError = (operation: string, agent?: string) => (failure: UpstreamFailure): ConsulError =>
+  new ConsulError({
+    operation,
+    reason: failure.reason,
+    detail: failure.detail,
+    ...(failure.status === undefined ? {} : { status: failure.status }),
+    ...(agent === undefined ? {} : { agent })
+  })
+
+const notFoundIsError = (operation: string, agent?: string) => (error: NotFound | ConsulError): ConsulError =>
+  error._tag === "NotFound"
+    ? new ConsulError({ operation, reason: "Status", status: 404, detail: error.message, ...(agent === undefined ? {} : { agent }) })
+    : error
+
+const decodeBase64 = (value: string | null): string => value === null ? "" : Buffer.from(value, "base64").toString("utf8")
+
+export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
+  Layer.scoped(Consul, Effect.gen(function*() {
+    const http = yield* Http.makeHttp(settings)
+    const main = settings.url
+    const at = (agent: string, path: string): string => new URL(path, agentUrl(main, agent)).href
+    const onMain = (path: string): string => new URL(path, main).href
+
+    const agentServices = (agent: string) =>
+      http.send(HttpClientRequest.get(at(agent, "/v1/agent/services")), HttpClientResponse.schemaBodyJson(AgentServices)).pipe(
+        Effect.map((services) => new Map(Object.entries(services))),
+        Effect.mapError(Http.mapFailure(`services of agent ${agent}`, consulError("list services", agent))),
+        Effect.mapError(notFoundIsError("list services", agent))
+      )
+
+    const agentService = (agent: string, serviceId: string) =>
+      http.send(
+        HttpClientRequest.get(at(agent, "/v1/agent/services")).pipe(
+          HttpClientRequest.setUrlParam("filter", `ID == ${JSON.stringify(serviceId)}`)
+        ),
+        HttpClientResponse.schemaBodyJson(AgentServices)
+      ).pipe(
+        Effect.mapError(Http.mapFailure(`services of agent ${agent}`, consulError("list services", agent))),
+        Effect.mapError(notFoundIsError("list services", agent)),
+        // an agent that ignores `filter` lists everything: pick the one asked for
+        Effect.flatMap((services) => {
+          const found = Object.values(services).find((service) => service.ID === serviceId)
+          return found === undefined ? Effect.fail(new NotFound({ resource: `service ${serviceId} on agent ${agent}` })) : Effect.succeed(found)
+        })
+      )
+
+    const register = (agent: string, registration: Registration, options?: RegisterOptions) =>
+      HttpClientRequest.put(at(agent, "/v1/agent/service/register")).pipe(
+        HttpClientRequest.schemaBodyJson(Registration)(registration),
+        Effect.mapError((error) => new ConsulError({ operation: "register", reason: "Status", agent, detail: `unencodable registration: ${error.reason}` })),
+        Effect.flatMap((request) =>
+          http.send(request, Http.ignoreBody, {
+            retryUnreachable: options?.fallbackMode !== true,
+            timeout: options?.timeout
+          }).pipe(
+            Effect.mapError(Http.mapFailure(`agent ${agent}`, consulError("register", agent))),
+            Effect.mapError(notFoundIsError("register", agent))
+          )
+        )
+      )
+
+    const deregister = (agent: string, serviceId: string) =>
+      http.send(
+        HttpClientRequest.put(at(agent, `/v1/agent/service/deregister/${encodeURIComponent(serviceId)}`)),
+        Http.ignoreBody
+      ).pipe(Effect.mapError(Http.mapFailure(`service ${serviceId} on agent ${agent}`, consulError("deregister", agent))))
+
+    const catalogNodes = http.send(HttpClientRequest.get(onMain("/v1/catalog/nodes")), HttpClientResponse.schemaBodyJson(CatalogNodes)).pipe(
+      Effect.mapError(Http.mapFailure("catalog nodes", consulError("list catalog nodes"))),
+      Effect.mapError(notFoundIsError("list catalog nodes"))
+    )
+
+    const kvTree = (prefix: string) =>
+      http.send(
+        HttpClientRequest.get(onMain(kvPath(prefix))).pipe(HttpClientRequest.setUrlParam("recurse", "true")),
+        HttpClientResponse.schemaBodyJson(KvEntries)
+      ).pipe(
+        Effect.map((entries) => new Map(entries.map((entry) => [entry.Key, decodeBase64(entry.Value)] as const))),
+        Effect.mapError(Http.mapFailure(`kv ${prefix}`, consulError("read kv tree")))
+      )
+
+    const kvKeys = (prefix: string, separator?: string) =>
+      http.send(
+        HttpClientRequest.get(onMain(kvPath(prefix))).pipe(
+          HttpClientRequest.setUrlParam("keys", "true"),
+          separator === undefined ? (r) => r : HttpClientRequest.setUrlParam("separator", separator)
+        ),
+        HttpClientResponse.schemaBodyJson(KvKeys)
+      ).pipe(Effect.mapError(Http.mapFailure(`kv ${prefix}`, consulError("list kv keys"))))
+
+    const kvGet = (key: string) =>
+      http.send(
+        HttpClientRequest.get(onMain(kvPath(key))).pipe(HttpClientRequest.setUrlParam("raw", "true")),
+        (response) => response.text
+      ).pipe(Effect.mapError(Http.mapFailure(`kv ${key}`, consulError("read kv"))))
+
+    const kvPut = (key: string, value: string) =>
+      http.send(
+        HttpClientRequest.put(onMain(kvPath(key))).pipe(HttpClientRequest.setBody(HttpBody.text(value, "application/octet-stream"))),
+        Http.ignoreBody
+      ).pipe(
+        Effect.mapError(Http.mapFailure(`kv ${key}`, consulError("write kv"))),
+        Effect.mapError(notFoundIsError("write kv"))
+      )
+
+    const kvDelete = (key: string, options?: { readonly recurse?: boolean }) =>
+      http.send(
+        HttpClientRequest.del(onMain(kvPath(key))).pipe(
+          options?.recurse === true ? HttpClientRequest.setUrlParam("recurse", "true") : (r) => r
+        ),
+        Http.ignoreBody
+      ).pipe(
+        Effect.mapError(Http.mapFailure(`kv ${key}`, consulError("delete kv"))),
+        Effect.mapError(notFoundIsError("delete kv"))
+      )
+
+    const txn = (operations: ReadonlyArray<TxnOperation>) =>
+      HttpClientRequest.put(onMain("/v1/txn")).pipe(
+        HttpClientRequest.schemaBodyJson(TxnOperations)(operations),
+        Effect.mapError((error) => new ConsulError({ operation: "txn", reason: "Status", detail: `unencodable transaction: ${error.reason}` })),
+        Effect.flatMap((request) =>
+          http.send(request, Http.ignoreBody).pipe(
+            Effect.mapError(Http.mapFailure("txn", consulError("txn"))),
+            Effect.mapError(notFoundIsError("txn"))
+          )
+        )
+      )
+
+    return Consul.of({
+      agentServices,
+      agentService,
+      register,
+      deregister,
+      catalogNodes,
+      kvTree,
+      kvKeys,
+      kvGet,
+      kvPut,
+      kvDelete,
+      txn
+    })
+  }))
+
+// --- in memory -----------------------------------------------------------------------------------------
+
+/** The store behind `ConsulMemory`: tests seed it, inspect it and inject faults through it. */
+export class ConsulState extends Context.Tag("consular/ConsulState")<ConsulState, ConsulStore>() {}
+
+export interface ConsulMemorySettings {
+  /** the main agent's address (KV and catalog live there) */
+  readonly main?: string | undefined
+  readonly timeout?: Duration.DurationInput | undefined
+  readonly retries?: number | undefined
+  readonly retryBase?: Duration.DurationInput | undefined
+}
+
+const retryableStatus = new Set([408, 429, 500, 502, 503, 504])
+
+/**
+ * Consul in memory, behaving as `ConsulLive` does against a real Consul: same errors and reasons, a hanging
+ * agent times out, transient failures are retried with the same backoff, 404s are `NotFound`.
+ */
+export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySettings = {}) => {
+  const timeout = settings.timeout ?? "5 seconds"
+  const backoff = Schedule.exponential(settings.retryBase ?? "100 millis", 2).pipe(Schedule.jittered)
+  const request = <A>(
+    agent: string,
+    operation: ConsulOperation,
+    label: string,
+    run: () => A,
+    options?: RegisterOptions
+  ): Effect.Effect<A, ConsulError> => {
+    const attempt = Effect.suspend((): Effect.Effect<A, ConsulError> => {
+      const admission: Admission = store.admit(agent, operation)
+      const fail = (reason: ConsulError["reason"], detail: string, status?: number) =>
+        Effect.fail(new ConsulError({ operation: label, reason, detail, agent, ...(status === undefined ? {} : { status }) }))
+      switch (admission._tag) {
+        case "Ok":
+          return Effect.sync(run)
+        case "Refuse":
+          return fail("Transport", `connect ECONNREFUSED ${agent}`)
+        case "Hang":
+          return Effect.never
+        case "Status":
+          return fail(admission.status === 403 ? "Forbidden" : "Status", `answered ${admission.status}`, admission.status)
+      }
+    }).pipe(
+      Effect.timeoutFail({
+        duration: options?.timeout ?? timeout,
+        onTimeout: () => new ConsulError({ operation: label, reason: "Timeout", detail: "no answer in time", agent })
+      })
+    )
+    return attempt.pipe(Effect.retry({
+      schedule: backoff,
+      times: settings.retries ?? 3,
+      while: (error) =>
+        error.reason === "Transport" || error.reason === "Timeout"
+          ? options?.fallbackMode !== true
+          : error.reason === "Status" && error.status !== undefined && retryableStatus.has(error.status)
+    }))
+  }
+  const main = () => settings.main ?? store.main
+  const orNotFound = <A>(value: A | undefined, resource: string): Effect.Effect<A, NotFound> =>
+    value === undefined ? Effect.fail(new NotFound({ resource })) : Effect.succeed(value)
+
+  return Consul.of({
+    agentServices: (agent) => request(agent, "agent.services", "list services", () => new Map(store.services(agent))),
+    agentService: (agent, serviceId) =>
+      request(agent, "agent.services", "list services", () => store.services(agent).get(serviceId)).pipe(
+        Effect.flatMap((service) => orNotFound(service, `service ${serviceId} on agent ${agent}`))
+      ),
+    register: (agent, registration, options) =>
+      request(agent, "agent.register", "register", () => store.register(agent, registration), options),
+    deregister: (agent, serviceId) =>
+      request(agent, "agent.deregister", "deregister", () => store.deregister(agent, serviceId)).pipe(
+        Effect.flatMap((found) => found ? Effect.void : Effect.fail(new NotFound({ resource: `service ${serviceId} on agent ${agent}` })))
+      ),
+    catalogNodes: Effect.suspend(() => request(main(), "catalog.nodes", "list catalog nodes", () => store.catalogNodes())),
+    kvTree: (prefix) =>
+      Effect.suspend(() => request(main(), "kv.recurse", "read kv tree", () => store.recurse(prefix))).pipe(
+        Effect.flatMap((entries) => orNotFound(entries, `kv ${prefix}`)),
+        Effect.map((entries) => new Map(entries.map((entry) => [entry.key, entry.value] as const)))
+      ),
+    kvKeys: (prefix, separator) =>
+      Effect.suspend(() => request(main(), "kv.keys", "list kv keys", () => store.keys(prefix, separator))).pipe(
+        Effect.flatMap((keys) => orNotFound(keys, `kv ${prefix}`))
+      ),
+    kvGet: (key) =>
+      Effect.suspend(() => request(main(), "kv.get", "read kv", () => store.kv.get(key))).pipe(
+        Effect.flatMap((value) => orNotFound(value, `kv ${key}`))
+      ),
+    kvPut: (key, value) => Effect.suspend(() => request(main(), "kv.put", "write kv", () => store.put(key, value))),
+    kvDelete: (key, options) =>
+      Effect.suspend(() => request(main(), "kv.delete", "delete kv", () => store.delete(key, options?.recurse === true))),
+    txn: (operations) =>
+      Effect.suspend(() => request(main(), "txn", "txn", () => store.txn(operations))).pipe(
+        Effect.flatMap((result) =>
+          result.ok
+            ? Effect.void
+            : Effect.fail(new ConsulError({ operation: "txn", reason: "Status", status: result.status, detail: result.error }))
+        )
+      )
+  })
+}
+
+/** A fresh in-memory datacenter: the main agent at 127.0.0.1; tests add agents through `ConsulState`. */
+export const ConsulMemory = (settings: ConsulMemorySettings = {}): Layer.Layer<Consul | ConsulState> =>
+  Layer.effectContext(Effect.sync(() => {
+    const store = new ConsulStore(settings.main ?? "127.0.0.1")
+    store.addAgent(store.main, "main")
+    return Context.make(Consul, makeConsulMemory(store, settings)).pipe(Context.add(ConsulState, store))
+  }))

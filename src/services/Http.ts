@@ -1,0 +1,219 @@
+import { HttpClient, HttpClientRequest } from "@effect/platform"
+import type { HttpClientResponse } from "@effect/platform"
+import type { HttpClientError } from "@effect/platform"
+import { NodeHttpClient } from "@effect/platform-node"
+import { Cause, Duration, Effect, ParseResult, Schedule } from "effect"
+import type { Scope } from "effect"
+import { Agent } from "undici"
+import { NotFound } from "../domain/Errors.js"
+import type { Reason } from "../domain/Errors.js"
+
+/**
+ * The one outbound HTTP helper: every Consul and Marathon request goes through `HttpApi.send`, which sets the
+ * headers, bounds each attempt by a timeout, retries only transient failures with capped, jittered exponential
+ * backoff, and leaves through `mapFailure` (404 -> NotFound, the rest -> the service's own error).
+ */
+
+export interface TlsSettings {
+  /** PEM contents, not paths: main.ts reads the files */
+  readonly ca?: string | undefined
+  readonly cert?: string | undefined
+  readonly key?: string | undefined
+  readonly skipVerify?: boolean | undefined
+}
+
+export interface HttpSettings {
+  /** per attempt, connect to body read */
+  readonly timeout: Duration.DurationInput
+  /** transient failures are retried this many times after the first attempt */
+  readonly retries: number
+  /** first backoff delay; doubles per retry, jittered, capped at `retryCap` */
+  readonly retryBase?: Duration.DurationInput | undefined
+  readonly retryCap?: Duration.DurationInput | undefined
+  /** sent with every request (ACL token, Authorization); never logged */
+  readonly headers?: Readonly<Record<string, string>> | undefined
+  readonly tls?: TlsSettings | undefined
+  /** log each request and response at debug level (method, URL, status, time; never a header) */
+  readonly debug?: boolean | undefined
+  /** keep-alive connections per origin */
+  readonly connections?: number | undefined
+}
+
+export type HttpFailure = HttpClientError.HttpClientError | Cause.TimeoutException | ParseResult.ParseError
+
+const transientStatus = new Set([408, 429, 500, 502, 503, 504])
+
+/** Worth another try: the connection failed, no answer in time, or a status that says "later". Never a 4xx. */
+export const isTransient = (failure: HttpFailure): boolean => {
+  switch (failure._tag) {
+    case "RequestError":
+      return failure.reason === "Transport"
+    case "TimeoutException":
+      return true
+    case "ResponseError":
+      return failure.reason === "StatusCode" && transientStatus.has(failure.response.status)
+    case "ParseError":
+      return false
+  }
+}
+
+/** Refused, reset or silent: the agent is not there (as opposed to an agent that answered an error). */
+export const isUnreachableFailure = (failure: HttpFailure): boolean =>
+  (failure._tag === "RequestError" && failure.reason === "Transport") || failure._tag === "TimeoutException"
+
+export const reasonOf = (failure: HttpFailure): Reason => {
+  switch (failure._tag) {
+    case "RequestError":
+      return failure.reason === "Transport" ? "Transport" : "Status"
+    case "TimeoutException":
+      return "Timeout"
+    case "ParseError":
+      return "Decode"
+    case "ResponseError":
+      if (failure.reason !== "StatusCode") return "Decode"
+      if (failure.response.status === 403) return "Forbidden"
+      if (failure.response.status === 401) return "Unauthorized"
+      return "Status"
+  }
+}
+
+const statusOf = (failure: HttpFailure): number | undefined =>
+  failure._tag === "ResponseError" ? failure.response.status : undefined
+
+/** A short description without URLs' userinfo or headers: safe for logs and HTTP answers. */
+export const describeFailure = (failure: HttpFailure): string => {
+  switch (failure._tag) {
+    case "RequestError": {
+      const cause = failure.cause
+      const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : undefined
+      const message = cause instanceof Error ? cause.message : failure.description ?? failure.reason
+      const inner = cause instanceof Error && cause.cause instanceof Error ? `: ${cause.cause.message}` : ""
+      return `${failure.request.method} ${redactUrl(failure.request.url)}: ${code ?? message}${code ? "" : inner}`
+    }
+    case "TimeoutException":
+      return "no answer in time"
+    case "ParseError":
+      return `unexpected body: ${ParseResult.TreeFormatter.formatErrorSync(failure)}`
+    case "ResponseError":
+      return failure.reason === "StatusCode"
+        ? `${failure.request.method} ${redactUrl(failure.request.url)} answered ${failure.response.status}`
+        : `${failure.request.method} ${redactUrl(failure.request.url)}: unreadable body`
+  }
+}
+
+export const redactUrl = (raw: string): string => {
+  try {
+    const url = new URL(raw)
+    url.username = ""
+    url.password = ""
+    for (const key of [...url.searchParams.keys()]) {
+      if (/token|secret|password/i.test(key)) url.searchParams.set(key, "redacted")
+    }
+    return url.href
+  } catch {
+    return "<url>"
+  }
+}
+
+export interface UpstreamFailure {
+  readonly reason: Reason
+  readonly status: number | undefined
+  readonly detail: string
+  readonly unreachable: boolean
+}
+
+/** Every HTTP failure leaves a service through here: 404 -> NotFound, the rest -> the service's error. */
+export const mapFailure = <E>(resource: string, onOther: (failure: UpstreamFailure) => E) =>
+  (failure: HttpFailure): NotFound | E =>
+    failure._tag === "ResponseError" && failure.reason === "StatusCode" && failure.response.status === 404
+      ? new NotFound({ resource })
+      : onOther({
+        reason: reasonOf(failure),
+        status: statusOf(failure),
+        detail: describeFailure(failure),
+        unreachable: isUnreachableFailure(failure)
+      })
+
+export interface SendOptions {
+  /** overrides the settings' timeout for this request (the fallback agent has its own) */
+  readonly timeout?: Duration.DurationInput | undefined
+  /** false: an unreachable host is not retried (the fallback takes over at once); other failures still are */
+  readonly retryUnreachable?: boolean | undefined
+}
+
+export interface HttpApi {
+  readonly send: <A, E>(
+    request: HttpClientRequest.HttpClientRequest,
+    read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E>,
+    options?: SendOptions
+  ) => Effect.Effect<A, E | HttpFailure>
+}
+
+export const ignoreBody = (response: HttpClientResponse.HttpClientResponse) =>
+  Effect.asVoid(response.arrayBuffer)
+
+/** One client per upstream, with its own keep-alive connection pool and TLS settings. */
+export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const dispatcher = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        new Agent({
+          connections: settings.connections ?? 64,
+          keepAliveTimeout: 30_000,
+          connect: {
+            ...(settings.tls?.ca !== undefined ? { ca: settings.tls.ca } : {}),
+            ...(settings.tls?.cert !== undefined ? { cert: settings.tls.cert } : {}),
+            ...(settings.tls?.key !== undefined ? { key: settings.tls.key } : {}),
+            rejectUnauthorized: settings.tls?.skipVerify !== true
+          }
+        })
+      ),
+      (agent) => Effect.promise(() => agent.destroy())
+    )
+    const headers = settings.headers ?? {}
+    const client = NodeHttpClient.makeUndici(dispatcher).pipe(
+      HttpClient.mapRequest((request) => request.pipe(HttpClientRequest.acceptJson, HttpClientRequest.setHeaders(headers))),
+      HttpClient.filterStatusOk
+    )
+    const base = settings.retryBase ?? "100 millis"
+    const cap = Duration.toMillis(settings.retryCap ?? "2 seconds")
+    const backoff = Schedule.exponential(base, 2).pipe(
+      Schedule.jittered,
+      Schedule.modifyDelay((delay) => Duration.millis(Math.min(Duration.toMillis(delay), cap)))
+    )
+
+    const send: HttpApi["send"] = (request, read, options) => {
+      const attempt = client.execute(request).pipe(
+        Effect.flatMap(read),
+        Effect.timeout(options?.timeout ?? settings.timeout)
+      )
+      const logged = settings.debug === true
+        ? attempt.pipe(
+          Effect.tapBoth({
+            onSuccess: () => Effect.logDebug("http").pipe(Effect.annotateLogs({ method: request.method, url: redactUrl(request.url), outcome: "ok" })),
+            onFailure: (failure) =>
+              Effect.logDebug("http").pipe(Effect.annotateLogs({
+                method: request.method,
+                url: redactUrl(request.url),
+                outcome: isHttpFailure(failure) ? describeFailure(failure) : "unreadable answer"
+              }))
+          }),
+          Effect.withLogSpan("http")
+        )
+        : attempt
+      const retryUnreachable = options?.retryUnreachable ?? true
+      return logged.pipe(
+        Effect.retry({
+          schedule: backoff,
+          times: settings.retries,
+          while: (failure) =>
+            isHttpFailure(failure) && isTransient(failure) && (retryUnreachable || !isUnreachableFailure(failure))
+        })
+      )
+    }
+    return { send }
+  })
+
+const httpFailureTags = new Set(["RequestError", "ResponseError", "TimeoutException", "ParseError"])
+const isHttpFailure = (failure: unknown): failure is HttpFailure =>
+  typeof failure === "object" && failure !== null && "_tag" in failure && httpFailureTags.has(String(failure._tag))
