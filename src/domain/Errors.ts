@@ -54,3 +54,22 @@ const describeReason = (reason: Reason, status: number | undefined): string =>
 /** Consul refused or did not answer: the only failures that send a registration to the fallback agent. */
 export const isUnreachable = (error: ConsulError): boolean =>
   error.reason === "Transport" || error.reason === "Timeout"
+
+/** A request body consular cannot act on: answered 400 with `problem` as the error and `detail` naming the field. */
+export class InvalidEvent extends Schema.TaggedError<InvalidEvent>()("InvalidEvent", {
+  problem: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `${this.problem}: ${this.detail}`
+  }
+}
+
+/** A request body over the limit: answered 413 without reading the rest. */
+export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()("PayloadTooLarge", {
+  limit: Schema.Number
+}) {
+  override get message() {
+    return `request body larger than ${this.limit} bytes`
+  }
+}

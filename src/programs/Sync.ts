@@ -1,0 +1,286 @@
+import { Duration, Effect } from "effect"
+import { agentDirectory } from "../domain/Agents.js"
+import type { AgentDirectory } from "../domain/Agents.js"
+import { maxTxnOperations } from "../domain/ConsulApi.js"
+import type { Registration, TxnOperation } from "../domain/ConsulApi.js"
+import * as Diff from "../domain/Diff.js"
+import type { AppWithTasks, Plan } from "../domain/Diff.js"
+import { isUnreachable } from "../domain/Errors.js"
+import type { ConsulError, MarathonError } from "../domain/Errors.js"
+import { isRunning } from "../domain/MarathonApi.js"
+import { kvRoot, parseLabelKey } from "../domain/Naming.js"
+import { Consul } from "../services/Consul.js"
+import { Marathon } from "../services/Marathon.js"
+import { Ledger } from "./Ledger.js"
+
+export interface SyncSettings {
+  readonly registrationId: string
+  readonly purge: boolean
+  readonly fallback: boolean
+  /** bounds the fallback registration on the main agent */
+  readonly fallbackTimeout: Duration.DurationInput
+  /** the `--consul` URL: its host is the main agent */
+  readonly consulUrl: URL
+  /** compute and report the plan, write nothing */
+  readonly dryRun?: boolean | undefined
+  /** requests in flight at once (reads and writes) */
+  readonly concurrency?: number | undefined
+}
+
+export interface SyncFailure {
+  /** "agent 127.0.0.2", "kv", "catalog", "marathon" */
+  readonly scope: string
+  readonly message: string
+}
+
+export interface SyncReport {
+  readonly apps: number
+  readonly tasks: number
+  readonly agents: number
+  readonly plan: Plan
+  readonly registered: number
+  readonly fallbackRegistered: number
+  readonly deregistered: number
+  readonly keysSet: number
+  readonly keysDeleted: number
+  readonly clashes: ReadonlyArray<Diff.Clash>
+  readonly failures: ReadonlyArray<SyncFailure>
+}
+
+/** Marathon's apps with their tasks; `tasks` is fetched per app only when the listing did not embed it. */
+const readMarathon = (concurrency: number): Effect.Effect<ReadonlyArray<AppWithTasks>, MarathonError, Marathon> =>
+  Effect.gen(function*() {
+    const marathon = yield* Marathon
+    const apps = yield* marathon.apps
+    return yield* Effect.forEach(apps, (app) =>
+      app.tasks !== undefined
+        ? Effect.succeed({ id: app.id, labels: app.labels, tasks: app.tasks })
+        : marathon.appTasks(app.id).pipe(
+          // Marathon #3881: some releases answer 404 for an app that has no tasks
+          Effect.catchTag("NotFound", () => Effect.succeed([])),
+          Effect.map((tasks) => ({ id: app.id, labels: app.labels, tasks }))
+        ), { concurrency })
+  })
+
+const failureOf = (scope: string, error: ConsulError | MarathonError): SyncFailure => ({ scope, message: error.message })
+
+/** Reads Consul: the catalog, every agent that matters, and every key below `consular/`. */
+const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, concurrency: number) =>
+  Effect.gen(function*() {
+    const consul = yield* Consul
+    const failures: Array<SyncFailure> = []
+    const [nodes, kv] = yield* Effect.all([
+      consul.catalogNodes.pipe(
+        Effect.catchAll((error) => Effect.sync(() => {
+          failures.push(failureOf("catalog", error))
+          return []
+        }))
+      ),
+      consul.kvTree(kvRoot).pipe(
+        Effect.catchTag("NotFound", () => Effect.succeed(new Map<string, string>())),
+        Effect.catchTag("ConsulError", (error) => Effect.sync(() => {
+          failures.push(failureOf("kv", error))
+          return undefined
+        }))
+      )
+    ], { concurrency: 2 })
+    const directory = agentDirectory(nodes, consulUrl.hostname)
+    const agentsToRead = new Set(directory.all)
+    for (const app of apps) {
+      for (const task of app.tasks) if (isRunning(task)) agentsToRead.add(directory.resolve(task.host))
+    }
+    const states = yield* Effect.forEach(agentsToRead, (agent) =>
+      consul.agentServices(agent).pipe(
+        Effect.map((services): Diff.AgentState => ({ _tag: "Read", services })),
+        Effect.catchAll((error) => Effect.sync((): Diff.AgentState => {
+          failures.push(failureOf(`agent ${agent}`, error))
+          return { _tag: "Unreadable", unreachable: isUnreachable(error) }
+        })),
+        Effect.map((state) => [agent, state] as const)
+      ), { concurrency })
+    const actual: Diff.Actual = { agents: new Map(states), kv }
+    return { directory, actual, failures }
+  })
+
+/** Drops from the plan what events did after the pass read Marathon (the events are newer truth). */
+const withoutNewerEvents = (plan: Plan, view: { started: ReadonlySet<string>; ended: ReadonlySet<string>; apps: ReadonlySet<string> }): Plan => {
+  if (view.started.size === 0 && view.ended.size === 0) return plan
+  const touchedApp = (key: string) => {
+    const parsed = parseLabelKey(key)
+    return parsed !== undefined && view.apps.has(parsed.app)
+  }
+  return {
+    register: plan.register.filter((s) => !view.ended.has(s.registration.ID) && !view.started.has(s.registration.ID)),
+    deregister: plan.deregister.filter((d) => !view.started.has(d.serviceId) && !view.ended.has(d.serviceId)),
+    kvSet: plan.kvSet.filter((op) => !touchedApp(op.key)),
+    kvDelete: plan.kvDelete.filter((key) => !touchedApp(key)),
+    kvDeleteTree: plan.kvDeleteTree
+  }
+}
+
+const chunk = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
+  const out: Array<ReadonlyArray<A>> = []
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
+  return out
+}
+
+interface Applied {
+  registered: number
+  fallbackRegistered: number
+  deregistered: number
+  keysSet: number
+  keysDeleted: number
+  readonly failures: Array<SyncFailure>
+}
+
+const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, settings: SyncSettings, concurrency: number) =>
+  Effect.gen(function*() {
+    const consul = yield* Consul
+    const applied: Applied = { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
+    const fail = (scope: string) => (error: ConsulError) => Effect.sync(() => {
+      applied.failures.push(failureOf(scope, error))
+    })
+    const unreachable = new Set<string>()
+    for (const [agent, state] of actual.agents) if (state._tag === "Unreadable" && state.unreachable) unreachable.add(agent)
+
+    const fallbackRegister = (registration: Registration) =>
+      consul.register(directory.main, registration, { fallbackMode: true, timeout: settings.fallbackTimeout }).pipe(
+        Effect.tap(() => Effect.sync(() => {
+          applied.fallbackRegistered++
+        })),
+        Effect.tap(() => Effect.logWarning("registered on the fallback agent").pipe(Effect.annotateLogs({ service: registration.ID, agent: directory.main }))),
+        Effect.catchAll(fail(`agent ${directory.main} (fallback)`))
+      )
+
+    const register = ({ agent, registration }: Diff.DesiredService) => {
+      if (unreachable.has(agent)) {
+        // known down in this pass: straight to the fallback, or wait for the agent (reported once, when read)
+        return settings.fallback && agent !== directory.main ? fallbackRegister(registration) : Effect.void
+      }
+      return consul.register(agent, registration, { fallbackMode: settings.fallback }).pipe(
+        Effect.tap(() => Effect.sync(() => {
+          applied.registered++
+        })),
+        Effect.catchAll((error) =>
+          settings.fallback && isUnreachable(error) && agent !== directory.main
+            ? fallbackRegister(registration)
+            : fail(`agent ${agent}`)(error)
+        )
+      )
+    }
+
+    const deregister = ({ agent, serviceId }: Plan["deregister"][number]) =>
+      consul.deregister(agent, serviceId).pipe(
+        Effect.catchTag("NotFound", () => Effect.void), // already gone: that is what we wanted
+        Effect.tap(() => Effect.sync(() => {
+          applied.deregistered++
+        })),
+        Effect.catchTag("ConsulError", fail(`agent ${agent}`))
+      )
+
+    // KV writes in transactions of at most 64; a failed one is retried key by key, so one bad key blocks nothing
+    const operations: Array<TxnOperation> = [
+      ...plan.kvSet.map(({ key, value }): TxnOperation => ({ KV: { Verb: "set", Key: key, Value: Buffer.from(value, "utf8").toString("base64") } })),
+      ...plan.kvDelete.map((key): TxnOperation => ({ KV: { Verb: "delete", Key: key } })),
+      ...plan.kvDeleteTree.map((key): TxnOperation => ({ KV: { Verb: "delete-tree", Key: key } }))
+    ]
+    const count = (operation: TxnOperation) => Effect.sync(() => {
+      if (operation.KV.Verb === "set") applied.keysSet++
+      else applied.keysDeleted++
+    })
+    const one = (operation: TxnOperation) => {
+      const { Verb, Key, Value } = operation.KV
+      const write = Verb === "set"
+        ? consul.kvPut(Key, Buffer.from(Value ?? "", "base64").toString("utf8"))
+        : consul.kvDelete(Key, { recurse: Verb === "delete-tree" })
+      return write.pipe(Effect.zipRight(count(operation)), Effect.catchAll(fail("kv")))
+    }
+    const batch = (operations: ReadonlyArray<TxnOperation>) =>
+      operations.length === 1
+        ? one(operations[0]!)
+        : consul.txn(operations).pipe(
+          Effect.zipRight(Effect.forEach(operations, count, { discard: true })),
+          Effect.catchAll(() => Effect.forEach(operations, one, { discard: true }))
+        )
+
+    yield* Effect.all([
+      Effect.forEach(plan.register, register, { concurrency, discard: true }),
+      Effect.forEach(plan.deregister, deregister, { concurrency, discard: true }),
+      Effect.forEach(chunk(operations, maxTxnOperations), batch, { concurrency: 4, discard: true })
+    ], { concurrency: "unbounded", discard: true })
+    return applied
+  })
+
+/**
+ * One pass: read Marathon (the truth: if it cannot be read, the pass fails and nothing is written or purged),
+ * read Consul, compute the plan, apply it. Each agent and each key stands alone: one failing agent is
+ * reported and the rest of the pass still lands.
+ */
+export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSettings) {
+  const ledger = yield* Ledger
+  const concurrency = settings.concurrency ?? 32
+  const mark = yield* ledger.beginPass
+  return yield* Effect.gen(function*() {
+    const apps = yield* readMarathon(concurrency)
+    const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, concurrency)
+    const desired = Diff.desiredState(apps, settings.registrationId, directory)
+    for (const clash of desired.clashes) {
+      yield* Effect.logError("app ids share one Consul name: skipped").pipe(
+        Effect.annotateLogs({ name: clash.name, ids: clash.ids.join(", ") })
+      )
+    }
+    const computed = Diff.plan(desired, actual, {
+      registrationId: settings.registrationId,
+      purge: settings.purge,
+      fallback: settings.fallback,
+      directory
+    })
+    const plan = withoutNewerEvents(computed, yield* ledger.since(mark))
+    const applied: Applied = settings.dryRun === true
+      ? { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
+      : yield* applyPlan(plan, actual, directory, settings, concurrency)
+    const report: SyncReport = {
+      apps: apps.length,
+      tasks: desired.services.size,
+      agents: actual.agents.size,
+      plan,
+      registered: applied.registered,
+      fallbackRegistered: applied.fallbackRegistered,
+      deregistered: applied.deregistered,
+      keysSet: applied.keysSet,
+      keysDeleted: applied.keysDeleted,
+      clashes: desired.clashes,
+      failures: [...failures, ...applied.failures]
+    }
+    yield* Effect.logInfo("sync done").pipe(Effect.annotateLogs({
+      apps: report.apps,
+      tasks: report.tasks,
+      registered: report.registered + report.fallbackRegistered,
+      deregistered: report.deregistered,
+      keysSet: report.keysSet,
+      keysDeleted: report.keysDeleted,
+      failures: report.failures.length
+    }))
+    for (const failure of report.failures) {
+      yield* Effect.logWarning("sync failure").pipe(Effect.annotateLogs({ scope: failure.scope, error: failure.message }))
+    }
+    return report
+  }).pipe(Effect.ensuring(ledger.endPass))
+})
+
+/** The summary `consular sync` prints. */
+export const summaryLines = (report: SyncReport): ReadonlyArray<string> => [
+  `apps ${report.apps}, running tasks ${report.tasks}, agents ${report.agents}`,
+  `registered ${report.registered}${report.fallbackRegistered > 0 ? ` (+${report.fallbackRegistered} on the fallback agent)` : ""}, ` +
+  `deregistered ${report.deregistered}, keys set ${report.keysSet}, keys deleted ${report.keysDeleted}, errors ${report.failures.length}`,
+  ...report.clashes.map((clash) => `name clash: ${clash.name} <- ${clash.ids.join(", ")} (skipped)`),
+  ...report.failures.map((failure) => `error: ${failure.scope}: ${failure.message}`)
+]
+
+export const planLines = (plan: Plan): ReadonlyArray<string> => [
+  ...plan.register.map((s) => `register ${s.registration.ID} (${s.registration.Name}) on agent ${s.agent}`),
+  ...plan.deregister.map((d) => `deregister ${d.serviceId} from agent ${d.agent} (${d.why === "dead" ? "task not running" : "moved"})`),
+  ...plan.kvSet.map((op) => `set ${op.key} = ${op.value}`),
+  ...plan.kvDelete.map((key) => `delete ${key}`),
+  ...plan.kvDeleteTree.map((key) => `delete tree ${key}`)
+]
