@@ -24,11 +24,16 @@ export type TaskId = typeof TaskId.Type
 const ipv4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
 const hostname = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*$/
 const ipv6 = /^[0-9A-Fa-f:.]+$/
-const isIpv6 = (s: string) => s.includes(":") && ipv6.test(s) && s.split("::").length <= 2
+const isIpv6 = (s: string) => s.includes(":") && ipv6.test(s) && URL.canParse(`http://[${s}]/`)
+/**
+ * The URL parser must read a name as that very host: `agentUrl` swaps hosts with the `hostname` setter, which
+ * silently keeps the old host for one it rejects ("node.1" ends in a number) and rewrites "0x7f.1" to 127.0.0.1.
+ */
+const isUrlHostname = (s: string) => URL.canParse(`http://${s}/`) && new URL(`http://${s}/`).hostname === s.toLowerCase()
 
 /** The host a task runs on, as Marathon reports it: a host name, an IPv4 or an IPv6 address. */
 export const Host = Schema.String.pipe(
-  Schema.filter((s) => ipv4.test(s) || isIpv6(s) || (hostname.test(s) && !/^[\d.]+$/.test(s)) ||
+  Schema.filter((s) => ipv4.test(s) || isIpv6(s) || (hostname.test(s) && !/^[\d.]+$/.test(s) && isUrlHostname(s)) ||
     "must be a host name or an IP address"),
   Schema.brand("Host")
 )
