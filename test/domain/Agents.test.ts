@@ -1,0 +1,92 @@
+import { describe, expect, it } from "@effect/vitest"
+import { FastCheck as fc } from "effect"
+import { agentDirectory } from "../../src/domain/Agents.js"
+
+const nodes = [
+  { Node: "agent-1", Address: "10.0.0.1" },
+  { Node: "Agent-2", Address: "10.0.0.2" },
+  { Node: "local", Address: "127.0.0.1" }
+]
+
+describe("agentDirectory", () => {
+  it("resolves a catalog address to itself", () => {
+    const directory = agentDirectory(nodes, "10.0.0.1")
+    expect(directory.resolve("10.0.0.2")).toBe("10.0.0.2")
+    expect(directory.resolve("127.0.0.1")).toBe("127.0.0.1")
+  })
+
+  it("resolves a node name, whatever its case, to the node's address", () => {
+    const directory = agentDirectory(nodes, "10.0.0.1")
+    expect(directory.resolve("agent-1")).toBe("10.0.0.1")
+    expect(directory.resolve("AGENT-1")).toBe("10.0.0.1")
+    expect(directory.resolve("agent-2")).toBe("10.0.0.2")
+  })
+
+  it("resolves localhost to 127.0.0.1 when the catalog has it", () => {
+    expect(agentDirectory(nodes, "10.0.0.1").resolve("localhost")).toBe("127.0.0.1")
+    expect(agentDirectory(nodes, "localhost").main).toBe("127.0.0.1")
+    expect(agentDirectory([{ Node: "v6", Address: "::1" }], "localhost").main).toBe("::1")
+  })
+
+  it("leaves localhost alone when the catalog has no loopback agent", () => {
+    const directory = agentDirectory(nodes.slice(0, 2), "localhost")
+    expect(directory.resolve("localhost")).toBe("localhost")
+    expect(directory.main).toBe("localhost")
+  })
+
+  it("resolves an unknown host to itself, and a bracketed IPv6 address without its brackets", () => {
+    const directory = agentDirectory([...nodes, { Node: "v6", Address: "2001:db8::7" }], "10.0.0.1")
+    expect(directory.resolve("10.9.9.9")).toBe("10.9.9.9")
+    expect(directory.resolve("elsewhere.example")).toBe("elsewhere.example")
+    expect(directory.resolve("[2001:db8::7]")).toBe("2001:db8::7")
+  })
+
+  it("the main agent is in all, once, whether or not it is a catalog node", () => {
+    const inCatalog = agentDirectory(nodes, "agent-2")
+    expect(inCatalog.main).toBe("10.0.0.2")
+    expect([...inCatalog.all].sort()).toStrictEqual(["10.0.0.1", "10.0.0.2", "127.0.0.1"])
+
+    const outside = agentDirectory(nodes, "consul.example")
+    expect(outside.main).toBe("consul.example")
+    expect([...outside.all].sort()).toStrictEqual(["10.0.0.1", "10.0.0.2", "127.0.0.1", "consul.example"])
+  })
+
+  it("an empty catalog still knows the main agent", () => {
+    const directory = agentDirectory([], "localhost")
+    expect(directory.all).toStrictEqual(["localhost"])
+    expect(directory.inCatalog("localhost")).toBe(false)
+  })
+
+  it("inCatalog is true for catalog addresses only", () => {
+    const directory = agentDirectory(nodes, "consul.example")
+    expect(directory.inCatalog("10.0.0.1")).toBe(true)
+    expect(directory.inCatalog("agent-1")).toBe(false) // a name is not an agent: resolve it first
+    expect(directory.inCatalog("consul.example")).toBe(false)
+    expect(directory.inCatalog(directory.resolve("agent-1"))).toBe(true)
+  })
+
+  it("ignores catalog nodes without an address", () => {
+    const directory = agentDirectory([{ Node: "ghost", Address: "" }, ...nodes], "10.0.0.1")
+    expect(directory.all).not.toContain("")
+    expect(directory.resolve("ghost")).toBe("ghost")
+    expect(directory.inCatalog("")).toBe(false)
+  })
+
+  const NodesArb = fc.uniqueArray(
+    fc.record({ Node: fc.stringMatching(/^[a-zA-Z][a-zA-Z0-9-]{0,8}$/), Address: fc.ipV4() }),
+    { selector: (node) => node.Address, maxLength: 6 }
+  )
+
+  it.prop("every resolved host is an agent of all or the host itself", [NodesArb, fc.ipV4(), fc.string()], ([ns, main, host]) => {
+    const directory = agentDirectory(ns, main)
+    expect(directory.all).toContain(directory.main)
+    expect(new Set(directory.all).size).toBe(directory.all.length)
+    const resolved = directory.resolve(host)
+    expect(resolved === host || directory.inCatalog(resolved)).toBe(true)
+    for (const node of ns) {
+      expect(directory.resolve(node.Address)).toBe(node.Address)
+      expect(directory.inCatalog(node.Address)).toBe(true)
+      expect(directory.all).toContain(node.Address)
+    }
+  }, { fastCheck: { numRuns: 300 } })
+})
