@@ -2,11 +2,13 @@
 import { Command, Options } from "@effect/cli"
 import { HelpDoc } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Console, Effect, Layer, LogLevel } from "effect"
+import { Console, Duration, Effect, Layer, LogLevel, Option } from "effect"
 import { ConsulLive } from "./services/Consul.js"
 import { LoggerLive } from "./services/Logger.js"
 import { MarathonLive } from "./services/Marathon.js"
+import { runDaemon } from "./programs/Daemon.js"
 import { LedgerLive } from "./programs/Ledger.js"
+import { TopologyLive } from "./programs/Topology.js"
 import { planLines, summaryLines, syncOnce } from "./programs/Sync.js"
 
 // consular [--scheme S] [--host H] [--port P] [--consul URL] [--marathon URL] [--registration-id ID]
@@ -87,62 +89,83 @@ const fallbackTimeout = Options.float("fallback-timeout").pipe(
   Options.withDescription("timeout in seconds of a registration on the fallback agent")
 )
 
-const rootOptions = {
-  scheme, host, port, consul, marathon, registrationId, syncInterval, purge, logfile, debug, timeout, fallback, fallbackTimeout
-}
-export type RootOptions = Command.Command.ParseConfig<typeof rootOptions>
+const maxEventBytes = Options.integer("max-event-bytes").pipe(
+  Options.withDefault(1024 * 1024),
+  Options.mapTryCatch((n) => {
+    if (n < 1) throw new Error("range")
+    return n
+  }, invalid("max-event-bytes", "must be a positive number of bytes")),
+  Options.withDescription("largest event body accepted; larger ones get 413")
+)
+const dryRun = Options.boolean("dry-run").pipe(Options.withDescription("print the plan, write nothing"))
 
-const seconds = (s: number) => `${s * 1000} millis` as const
+/** Flags every command takes; the daemon adds its listener and schedule. */
+const commonOptions = { consul, marathon, registrationId, purge, logfile, debug, timeout, fallback, fallbackTimeout }
+const daemonOptions = { ...commonOptions, scheme, host, port, syncInterval, maxEventBytes }
+type CommonOptions = Command.Command.ParseConfig<typeof commonOptions>
+type DaemonOptions = Command.Command.ParseConfig<typeof daemonOptions>
+
+const seconds = (s: number) => Duration.millis(Math.round(s * 1000))
 
 /** Every layer factory is called here, once per invocation. */
-const servicesLive = (o: RootOptions) =>
+const servicesLive = (o: CommonOptions) =>
   Layer.mergeAll(
     ConsulLive({ url: o.consul, timeout: seconds(o.timeout), retries: 3, debug: o.debug, fallbackTimeout: seconds(o.fallbackTimeout) }),
     MarathonLive({ url: o.marathon, timeout: seconds(o.timeout), retries: 3, debug: o.debug }),
-    LedgerLive
+    LedgerLive,
+    TopologyLive(o.consul)
   )
 
-const loggerLive = (o: RootOptions, oneShot: boolean) =>
+const loggerLive = (o: CommonOptions, oneShot: boolean) =>
   LoggerLive({
     format: "text",
     level: o.debug ? LogLevel.Debug : LogLevel.Info,
-    file: o.logfile._tag === "Some" ? o.logfile.value : undefined,
+    file: Option.getOrUndefined(o.logfile),
     toStderr: oneShot
   })
 
-const consular = Command.make("consular", rootOptions, () =>
-  Console.error("consular: the daemon (`consular run`) is not built yet; use `consular sync`").pipe(
-    Effect.zipRight(Effect.fail(new Error("not built yet")))
-  ))
+const syncSettings = (o: CommonOptions) => ({
+  registrationId: o.registrationId,
+  purge: o.purge,
+  fallback: o.fallback,
+  fallbackTimeout: seconds(o.fallbackTimeout),
+  consulUrl: o.consul
+})
 
-const dryRun = Options.boolean("dry-run").pipe(Options.withDescription("print the plan, write nothing"))
+const runHandler = (o: DaemonOptions) =>
+  runDaemon({
+    ...syncSettings(o),
+    scheme: o.scheme,
+    host: o.host,
+    port: o.port,
+    syncInterval: o.syncInterval,
+    maxEventBytes: o.maxEventBytes
+  }).pipe(Effect.provide(Layer.merge(servicesLive(o), loggerLive(o, false))))
 
-const sync = Command.make("sync", { dryRun }, ({ dryRun }) =>
+// Invoked with no subcommand, consular runs the daemon, as the Python CLI did.
+const consular = Command.make("consular", daemonOptions, runHandler)
+
+const run = Command.make("run", daemonOptions, runHandler).pipe(
+  Command.withDescription("the daemon: Marathon events, callback subscription, periodic sync and purge")
+)
+
+const sync = Command.make("sync", { ...commonOptions, dryRun }, (o) =>
   Effect.gen(function*() {
-    const o = yield* consular
-    const report = yield* syncOnce({
-      registrationId: o.registrationId,
-      purge: o.purge,
-      fallback: o.fallback,
-      fallbackTimeout: seconds(o.fallbackTimeout),
-      consulUrl: o.consul,
-      dryRun
-    }).pipe(
+    const report = yield* syncOnce({ ...syncSettings(o), dryRun: o.dryRun }).pipe(
       Effect.catchTag("MarathonError", (error) =>
         Console.error(`consular: cannot read Marathon at ${o.marathon.origin}: ${error.message}; nothing was changed`).pipe(
           Effect.zipRight(Effect.fail(error))
         ))
     )
-    if (dryRun) {
+    if (o.dryRun) {
       const lines = planLines(report.plan)
       yield* Console.log(lines.length === 0 ? "plan: nothing to do" : ["plan:", ...lines.map((l) => `  ${l}`)].join("\n"))
     }
     yield* Console.log(summaryLines(report).join("\n"))
-  }).pipe(
-    Effect.provide(Layer.unwrapEffect(Effect.map(consular, (o) => Layer.merge(servicesLive(o), loggerLive(o, true)))))
-  )).pipe(Command.withDescription("one pass: make Consul match Marathon, print a summary, exit"))
+  }).pipe(Effect.provide(Layer.merge(servicesLive(o), loggerLive(o, true))))
+).pipe(Command.withDescription("one pass: make Consul match Marathon, print a summary, exit"))
 
-const cli = Command.run(consular.pipe(Command.withSubcommands([sync])), {
+const cli = Command.run(consular.pipe(Command.withSubcommands([run, sync])), {
   name: "consular",
   version: "0.1.0"
 })

@@ -16,6 +16,7 @@ import {
 export interface AppWithTasks {
   readonly id: AppId
   readonly labels: App["labels"]
+  readonly version?: string | undefined
   readonly tasks: ReadonlyArray<Task>
 }
 

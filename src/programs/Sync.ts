@@ -12,6 +12,7 @@ import { kvRoot, parseLabelKey } from "../domain/Naming.js"
 import { Consul } from "../services/Consul.js"
 import { Marathon } from "../services/Marathon.js"
 import { Ledger } from "./Ledger.js"
+import { Topology } from "./Topology.js"
 
 export interface SyncSettings {
   readonly registrationId: string
@@ -54,11 +55,11 @@ const readMarathon = (concurrency: number): Effect.Effect<ReadonlyArray<AppWithT
     const apps = yield* marathon.apps
     return yield* Effect.forEach(apps, (app) =>
       app.tasks !== undefined
-        ? Effect.succeed({ id: app.id, labels: app.labels, tasks: app.tasks })
+        ? Effect.succeed({ id: app.id, labels: app.labels, version: app.version, tasks: app.tasks })
         : marathon.appTasks(app.id).pipe(
           // Marathon #3881: some releases answer 404 for an app that has no tasks
           Effect.catchTag("NotFound", () => Effect.succeed([])),
-          Effect.map((tasks) => ({ id: app.id, labels: app.labels, tasks }))
+          Effect.map((tasks) => ({ id: app.id, labels: app.labels, version: app.version, tasks }))
         ), { concurrency })
   })
 
@@ -133,6 +134,52 @@ interface Applied {
   readonly failures: Array<SyncFailure>
 }
 
+export interface KvWritten {
+  keysSet: number
+  keysDeleted: number
+  readonly failures: Array<SyncFailure>
+}
+
+/**
+ * The KV part of a plan, in transactions of at most 64 operations; a failed transaction is retried key by key,
+ * so one bad key blocks nothing (and a Consul without /v1/txn still gets every write).
+ */
+export const writeKv = (plan: Pick<Plan, "kvSet" | "kvDelete" | "kvDeleteTree">): Effect.Effect<KvWritten, never, Consul> =>
+  Effect.gen(function*() {
+    const consul = yield* Consul
+    const written: KvWritten = { keysSet: 0, keysDeleted: 0, failures: [] }
+    const operations: Array<TxnOperation> = [
+      ...plan.kvSet.map(({ key, value }): TxnOperation => ({ KV: { Verb: "set", Key: key, Value: Buffer.from(value, "utf8").toString("base64") } })),
+      ...plan.kvDelete.map((key): TxnOperation => ({ KV: { Verb: "delete", Key: key } })),
+      ...plan.kvDeleteTree.map((key): TxnOperation => ({ KV: { Verb: "delete-tree", Key: key } }))
+    ]
+    const count = (operation: TxnOperation) => Effect.sync(() => {
+      if (operation.KV.Verb === "set") written.keysSet++
+      else written.keysDeleted++
+    })
+    const one = (operation: TxnOperation) => {
+      const { Verb, Key, Value } = operation.KV
+      const write = Verb === "set"
+        ? consul.kvPut(Key, Buffer.from(Value ?? "", "base64").toString("utf8"))
+        : consul.kvDelete(Key, { recurse: Verb === "delete-tree" })
+      return write.pipe(
+        Effect.zipRight(count(operation)),
+        Effect.catchAll((error) => Effect.sync(() => {
+          written.failures.push(failureOf("kv", error))
+        }))
+      )
+    }
+    const batch = (operations: ReadonlyArray<TxnOperation>) =>
+      operations.length === 1
+        ? one(operations[0]!)
+        : consul.txn(operations).pipe(
+          Effect.zipRight(Effect.forEach(operations, count, { discard: true })),
+          Effect.catchAll(() => Effect.forEach(operations, one, { discard: true }))
+        )
+    yield* Effect.forEach(chunk(operations, maxTxnOperations), batch, { concurrency: 4, discard: true })
+    return written
+  })
+
 const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, settings: SyncSettings, concurrency: number) =>
   Effect.gen(function*() {
     const consul = yield* Consul
@@ -178,35 +225,14 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
         Effect.catchTag("ConsulError", fail(`agent ${agent}`))
       )
 
-    // KV writes in transactions of at most 64; a failed one is retried key by key, so one bad key blocks nothing
-    const operations: Array<TxnOperation> = [
-      ...plan.kvSet.map(({ key, value }): TxnOperation => ({ KV: { Verb: "set", Key: key, Value: Buffer.from(value, "utf8").toString("base64") } })),
-      ...plan.kvDelete.map((key): TxnOperation => ({ KV: { Verb: "delete", Key: key } })),
-      ...plan.kvDeleteTree.map((key): TxnOperation => ({ KV: { Verb: "delete-tree", Key: key } }))
-    ]
-    const count = (operation: TxnOperation) => Effect.sync(() => {
-      if (operation.KV.Verb === "set") applied.keysSet++
-      else applied.keysDeleted++
-    })
-    const one = (operation: TxnOperation) => {
-      const { Verb, Key, Value } = operation.KV
-      const write = Verb === "set"
-        ? consul.kvPut(Key, Buffer.from(Value ?? "", "base64").toString("utf8"))
-        : consul.kvDelete(Key, { recurse: Verb === "delete-tree" })
-      return write.pipe(Effect.zipRight(count(operation)), Effect.catchAll(fail("kv")))
-    }
-    const batch = (operations: ReadonlyArray<TxnOperation>) =>
-      operations.length === 1
-        ? one(operations[0]!)
-        : consul.txn(operations).pipe(
-          Effect.zipRight(Effect.forEach(operations, count, { discard: true })),
-          Effect.catchAll(() => Effect.forEach(operations, one, { discard: true }))
-        )
-
     yield* Effect.all([
       Effect.forEach(plan.register, register, { concurrency, discard: true }),
       Effect.forEach(plan.deregister, deregister, { concurrency, discard: true }),
-      Effect.forEach(chunk(operations, maxTxnOperations), batch, { concurrency: 4, discard: true })
+      writeKv(plan).pipe(Effect.tap((written) => Effect.sync(() => {
+        applied.keysSet += written.keysSet
+        applied.keysDeleted += written.keysDeleted
+        applied.failures.push(...written.failures)
+      })))
     ], { concurrency: "unbounded", discard: true })
     return applied
   })
@@ -218,6 +244,7 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
  */
 export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSettings) {
   const ledger = yield* Ledger
+  const topology = yield* Topology
   const concurrency = settings.concurrency ?? 32
   const mark = yield* ledger.beginPass
   return yield* Effect.gen(function*() {
@@ -239,6 +266,17 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     const applied: Applied = settings.dryRun === true
       ? { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
       : yield* applyPlan(plan, actual, directory, settings, concurrency)
+    if (settings.dryRun !== true) {
+      topology.directory = directory
+      topology.clashingIds = desired.clashingIds
+      topology.labelVersions.clear()
+      // labels are known to be in KV only when KV was read and every write landed
+      if (actual.kv !== undefined && !applied.failures.some((failure) => failure.scope === "kv")) {
+        for (const app of apps) {
+          if (app.version !== undefined && !desired.clashingIds.has(app.id)) topology.labelVersions.set(app.id, app.version)
+        }
+      }
+    }
     const report: SyncReport = {
       apps: apps.length,
       tasks: desired.services.size,

@@ -1,0 +1,268 @@
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServerRequest } from "@effect/platform-node"
+import { Duration, Effect, Either, ParseResult, Schema } from "effect"
+import { ConsulError, InvalidEvent, PayloadTooLarge } from "../domain/Errors.js"
+import type { MarathonError } from "../domain/Errors.js"
+import * as Diff from "../domain/Diff.js"
+import { EventEnvelope, isTerminal, KnownEventType, StatusUpdateEvent } from "../domain/MarathonApi.js"
+import type { TaskState } from "../domain/MarathonApi.js"
+import { appKvPrefix, appName, isOwnedBy, registration } from "../domain/Naming.js"
+import { Consul } from "../services/Consul.js"
+import { Marathon } from "../services/Marathon.js"
+import { KeyedLock } from "./KeyedLock.js"
+import { Ledger } from "./Ledger.js"
+import { writeKv } from "./Sync.js"
+import { labelsKnown, rememberLabels, Topology } from "./Topology.js"
+
+/**
+ * Marathon events in, Consul writes out. Every answer is JSON: 2xx when the event was applied or needs nothing,
+ * 4xx for input consular cannot act on (nothing is written), 502 when Consul or Marathon failed the request.
+ */
+
+export interface EventSettings {
+  readonly registrationId: string
+  readonly fallback: boolean
+  readonly fallbackTimeout: Duration.DurationInput
+  /** bodies over this many bytes are refused with 413 */
+  readonly maxEventBytes: number
+}
+
+export type DecodedEvent =
+  | { readonly _tag: "StatusUpdate"; readonly event: StatusUpdateEvent }
+  | { readonly _tag: "Other"; readonly eventType: string }
+
+const describeParseError = (error: ParseResult.ParseError): string =>
+  ParseResult.ArrayFormatter.formatErrorSync(error)
+    .map((issue) => issue.path.length === 0 ? issue.message : `${issue.path.join(".")}: ${issue.message}`)
+    .join("; ")
+
+const decodeEnvelope = Schema.decodeUnknownEither(EventEnvelope)
+const decodeStatusUpdate = Schema.decodeUnknownEither(StatusUpdateEvent)
+const isKnownEventType = Schema.is(KnownEventType)
+
+/** The type is decoded first, so a malformed status_update_event is a 400 and never passes for another type. */
+export const decodeEvent = (text: string): Either.Either<DecodedEvent, InvalidEvent> => {
+  if (text.trim() === "") return Either.left(new InvalidEvent({ problem: "empty body", detail: "expected a Marathon event as a JSON object" }))
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (error) {
+    return Either.left(new InvalidEvent({ problem: "invalid JSON", detail: error instanceof Error ? error.message : "unparseable body" }))
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    const kind = json === null ? "null" : Array.isArray(json) ? "an array" : `a ${typeof json}`
+    return Either.left(new InvalidEvent({ problem: "invalid event", detail: `expected a JSON object, got ${kind}` }))
+  }
+  if (!("eventType" in json)) return Either.left(new InvalidEvent({ problem: "invalid event", detail: "eventType is missing" }))
+  const envelope = decodeEnvelope(json)
+  if (Either.isLeft(envelope)) return Either.left(new InvalidEvent({ problem: "invalid event", detail: "eventType must be a string" }))
+  const { eventType } = envelope.right
+  if (eventType !== "status_update_event") {
+    return isKnownEventType(eventType)
+      ? Either.right({ _tag: "Other", eventType })
+      : Either.left(new InvalidEvent({ problem: `Event type ${eventType} not supported.`, detail: "unknown eventType" }))
+  }
+  return decodeStatusUpdate(json).pipe(
+    Either.mapBoth({
+      onLeft: (error) => new InvalidEvent({ problem: "invalid status_update_event", detail: describeParseError(error) }),
+      onRight: (event): DecodedEvent => ({ _tag: "StatusUpdate", event })
+    })
+  )
+}
+
+/** States after which a task never runs again: a late RUNNING event for one of these is stale. */
+const finalStates: ReadonlySet<TaskState> = new Set([
+  "TASK_KILLING", "TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR"
+])
+
+/** Tasks that ended recently: bounded, oldest forgotten first. */
+class EndedTasks {
+  private readonly ids = new Set<string>()
+  constructor(private readonly capacity: number) {}
+  add(id: string): void {
+    this.ids.delete(id)
+    this.ids.add(id)
+    if (this.ids.size > this.capacity) this.ids.delete(this.ids.values().next().value!)
+  }
+  has(id: string): boolean {
+    return this.ids.has(id)
+  }
+}
+
+export type EventOutcome = "registered" | "deregistered" | "ignored" | "stale" | "skipped"
+
+export const makeEventHandler = (settings: EventSettings) =>
+  Effect.gen(function*() {
+    const consul = yield* Consul
+    const marathon = yield* Marathon
+    const ledger = yield* Ledger
+    const topology = yield* Topology
+    const lock = new KeyedLock()
+    const ended = new EndedTasks(20_000)
+
+    /** Labels of the app, unless KV already holds this version's. A vanished app: nothing more to do. */
+    const refreshLabels = (event: StatusUpdateEvent) =>
+      Effect.gen(function*() {
+        if (labelsKnown(topology, event.appId, event.version)) return
+        const app = yield* marathon.app(event.appId).pipe(Effect.catchTag("NotFound", () => Effect.succeed(undefined)))
+        if (app === undefined) {
+          yield* Effect.logWarning("app of a running task not found in Marathon").pipe(Effect.annotateLogs({ app: event.appId, task: event.taskId }))
+          return
+        }
+        const name = appName(app.id)
+        const existing = yield* consul.kvTree(appKvPrefix(name)).pipe(Effect.catchTag("NotFound", () => Effect.succeed(new Map<string, string>())))
+        const desired = Diff.desiredState([{ id: app.id, labels: app.labels, tasks: [] }], settings.registrationId, topology.directory)
+        const plan = Diff.plan(desired, { agents: new Map(), kv: existing }, {
+          registrationId: settings.registrationId,
+          purge: false,
+          fallback: false,
+          directory: topology.directory
+        })
+        const written = yield* writeKv(plan).pipe(Effect.provideService(Consul, consul))
+        if (written.failures.length > 0) {
+          return yield* new ConsulError({ operation: "write labels", reason: "Status", detail: written.failures.map((f) => f.message).join("; ") })
+        }
+        yield* rememberLabels(app.id, app.version).pipe(Effect.provideService(Topology, topology))
+      })
+
+    const register = (event: StatusUpdateEvent) =>
+      Effect.gen(function*() {
+        if (topology.clashingIds.has(event.appId)) {
+          yield* Effect.logError("app id shares its Consul name with another app: not registered").pipe(
+            Effect.annotateLogs({ app: event.appId, task: event.taskId })
+          )
+          return "skipped" as const
+        }
+        const agent = topology.directory.resolve(event.host)
+        const wanted = registration(settings.registrationId, event.appId, { id: event.taskId, host: event.host, ports: event.ports })
+        yield* consul.register(agent, wanted, { fallbackMode: settings.fallback }).pipe(
+          Effect.catchTag("ConsulError", (error) =>
+            settings.fallback && (error.reason === "Transport" || error.reason === "Timeout") && agent !== topology.directory.main
+              ? consul.register(topology.directory.main, wanted, { fallbackMode: true, timeout: settings.fallbackTimeout }).pipe(
+                Effect.tap(() => Effect.logWarning("registered on the fallback agent").pipe(Effect.annotateLogs({ service: wanted.ID, agent: topology.directory.main, unreachable: agent })))
+              )
+              : Effect.fail(error)
+          )
+        )
+        yield* ledger.taskStarted(event.taskId, appName(event.appId))
+        yield* refreshLabels(event)
+        return "registered" as const
+      })
+
+    /** Only a service carrying our reg-id tag is ever deregistered; absent already is success. */
+    const deregisterFrom = (agent: string, taskId: string) =>
+      consul.agentService(agent, taskId).pipe(
+        Effect.flatMap((service) =>
+          isOwnedBy(service.Tags, settings.registrationId)
+            ? consul.deregister(agent, taskId)
+            : Effect.logWarning("service with a task's id is not ours: left alone").pipe(Effect.annotateLogs({ service: taskId, agent }))
+        ),
+        Effect.catchTag("NotFound", () => Effect.void)
+      )
+
+    const deregister = (event: StatusUpdateEvent) =>
+      Effect.gen(function*() {
+        const agent = topology.directory.resolve(event.host)
+        const main = topology.directory.main
+        // a fallback registration sits on the main agent: it ends with its task too
+        const agents = settings.fallback && main !== agent ? [agent, main] : [agent]
+        const results = yield* Effect.forEach(agents, (target) => Effect.either(deregisterFrom(target, event.taskId)), { concurrency: 2 })
+        yield* ledger.taskEnded(event.taskId, appName(event.appId))
+        for (const result of results) if (Either.isLeft(result)) return yield* result.left
+        return "deregistered" as const
+      })
+
+    const statusUpdate = (event: StatusUpdateEvent): Effect.Effect<EventOutcome, ConsulError | MarathonError> =>
+      lock.withLock(event.taskId, Effect.gen(function*() {
+        if (event.taskStatus === "TASK_RUNNING") {
+          if (ended.has(event.taskId)) return "stale" as const
+          return yield* register(event)
+        }
+        if (isTerminal(event.taskStatus)) {
+          if (finalStates.has(event.taskStatus)) ended.add(event.taskId)
+          return yield* deregister(event)
+        }
+        return "ignored" as const // TASK_STAGING, TASK_STARTING: not a service yet
+      })).pipe(
+        Effect.annotateLogs({ task: event.taskId, state: event.taskStatus }),
+        Effect.withSpan("Events.statusUpdate")
+      )
+
+    const handle = (decoded: DecodedEvent): Effect.Effect<EventOutcome, ConsulError | MarathonError> =>
+      decoded._tag === "StatusUpdate" ? statusUpdate(decoded.event) : Effect.succeed("ignored")
+
+    return { handle, statusUpdate }
+  })
+
+export type EventHandler = Effect.Effect.Success<ReturnType<typeof makeEventHandler>>
+
+/**
+ * Reads at most `limit` bytes of the body: a larger one is refused as soon as it shows (by Content-Length, or
+ * while streaming), never buffered whole.
+ */
+export const readBody = (request: HttpServerRequest.HttpServerRequest, limit: number): Effect.Effect<string, PayloadTooLarge | InvalidEvent> => {
+  const declared = Number(request.headers["content-length"])
+  if (Number.isFinite(declared) && declared > limit) return Effect.fail(new PayloadTooLarge({ limit }))
+  const source = NodeHttpServerRequest.toIncomingMessage(request)
+  return Effect.async<string, PayloadTooLarge | InvalidEvent>((resume) => {
+    const chunks: Array<Buffer> = []
+    let size = 0
+    let done = false
+    const finish = (effect: Effect.Effect<string, PayloadTooLarge | InvalidEvent>) => {
+      if (done) return
+      done = true
+      source.off("data", onData)
+      source.off("end", onEnd)
+      source.off("error", onError)
+      resume(effect)
+    }
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size > limit) {
+        source.pause()
+        finish(Effect.fail(new PayloadTooLarge({ limit })))
+      } else {
+        chunks.push(chunk)
+      }
+    }
+    const onEnd = () => finish(Effect.sync(() => Buffer.concat(chunks).toString("utf8")))
+    const onError = (error: Error) => finish(Effect.fail(new InvalidEvent({ problem: "unreadable body", detail: error.message })))
+    source.on("data", onData)
+    source.once("end", onEnd)
+    source.once("error", onError)
+  })
+}
+
+const json = (body: unknown, status: number, headers?: Record<string, string>) =>
+  HttpServerResponse.unsafeJson(body, { status, ...(headers === undefined ? {} : { headers }) })
+
+const upstreamFailed = (error: ConsulError | MarathonError) =>
+  Effect.as(
+    Effect.logError("event not applied: upstream failed").pipe(Effect.annotateLogs({ error: error.message })),
+    json({ error: `${error._tag === "ConsulError" ? "consul" : "marathon"} failed`, upstream: error._tag === "ConsulError" ? "consul" : "marathon", detail: error.message }, 502)
+  )
+
+/** `POST /events` and `GET /`, with every failure turned into a JSON answer in this one place. */
+export const eventRoutes = (handler: EventHandler, settings: EventSettings) =>
+  HttpRouter.empty.pipe(
+    HttpRouter.get("/", Effect.succeed(json([], 200))),
+    HttpRouter.post("/events", Effect.gen(function*() {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      const text = yield* readBody(request, settings.maxEventBytes)
+      const decoded = yield* decodeEvent(text)
+      const outcome = yield* handler.handle(decoded)
+      return json({ status: "ok", outcome }, 200)
+    }).pipe(
+      Effect.catchTags({
+        InvalidEvent: (error) =>
+          Effect.as(
+            Effect.logWarning("event refused").pipe(Effect.annotateLogs({ error: error.message })),
+            json({ error: error.problem, detail: error.detail }, 400)
+          ),
+        // the rest of the body is not read: close the connection rather than drain it
+        PayloadTooLarge: (error) => Effect.succeed(json({ error: "payload too large", detail: error.message }, 413, { connection: "close" })),
+        ConsulError: upstreamFailed,
+        MarathonError: upstreamFailed
+      })
+    ))
+  )

@@ -1,0 +1,36 @@
+import { Context, Effect, Layer } from "effect"
+import { agentDirectory } from "../domain/Agents.js"
+import type { AgentDirectory } from "../domain/Agents.js"
+
+/**
+ * What the last sync pass learned and events rely on: which agent a task host means (the catalog), which app
+ * ids clash on one Consul name (skipped), and which app version's labels are already in KV (so a RUNNING event
+ * of a known version costs one Consul request, not three).
+ */
+export interface TopologyView {
+  directory: AgentDirectory
+  clashingIds: ReadonlySet<string>
+  /** app id -> the Marathon app version whose labels are in KV */
+  readonly labelVersions: Map<string, string>
+}
+
+export class Topology extends Context.Tag("consular/Topology")<Topology, TopologyView>() {}
+
+export const makeTopology = (consulUrl: URL): TopologyView => ({
+  directory: agentDirectory([], consulUrl.hostname),
+  clashingIds: new Set(),
+  labelVersions: new Map()
+})
+
+export const TopologyLive = (consulUrl: URL): Layer.Layer<Topology> =>
+  Layer.sync(Topology, () => makeTopology(consulUrl))
+
+/** labels are in KV for this version of the app */
+export const labelsKnown = (topology: TopologyView, appId: string, version: string | undefined): boolean =>
+  version !== undefined && topology.labelVersions.get(appId) === version
+
+export const rememberLabels = (appId: string, version: string | undefined) =>
+  Effect.map(Topology, (topology) => {
+    if (version === undefined) topology.labelVersions.delete(appId)
+    else topology.labelVersions.set(appId, version)
+  })
