@@ -15,7 +15,8 @@ export interface AgentDirectory {
   readonly inCatalog: (agent: string) => boolean
 }
 
-const loopbackNames: Record<string, ReadonlyArray<string>> = { localhost: ["127.0.0.1", "::1"] }
+// a Map, not an object literal: a host named "constructor" must not find Object.prototype's members
+const loopbackNames: ReadonlyMap<string, ReadonlyArray<string>> = new Map([["localhost", ["127.0.0.1", "::1"]]])
 
 const stripBrackets = (host: string): string => host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host
 
@@ -32,7 +33,7 @@ export const agentDirectory = (nodes: ReadonlyArray<CatalogNode>, mainHost: stri
     if (addresses.has(host)) return host
     const named = byName.get(host.toLowerCase())
     if (named !== undefined) return named
-    for (const alias of loopbackNames[host.toLowerCase()] ?? []) {
+    for (const alias of loopbackNames.get(host.toLowerCase()) ?? []) {
       if (addresses.has(alias)) return alias
     }
     return host

@@ -41,6 +41,14 @@ describe("agentDirectory", () => {
     expect(directory.resolve("[2001:db8::7]")).toBe("2001:db8::7")
   })
 
+  it("a host named like an Object member resolves like any other name", () => {
+    // these are valid host names; an object-literal lookup found Object.prototype's members and threw
+    const directory = agentDirectory([...nodes, { Node: "toString", Address: "10.0.0.9" }], "constructor")
+    expect(directory.main).toBe("constructor")
+    for (const h of ["constructor", "hasOwnProperty", "valueOf", "__proto__"]) expect(directory.resolve(h)).toBe(h)
+    expect(directory.resolve("TOSTRING")).toBe("10.0.0.9")
+  })
+
   it("the main agent is in all, once, whether or not it is a catalog node", () => {
     const inCatalog = agentDirectory(nodes, "agent-2")
     expect(inCatalog.main).toBe("10.0.0.2")
