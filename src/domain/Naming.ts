@@ -53,13 +53,14 @@ export const labelKey = (name: AppName, label: string): string => `${appKvPrefix
 
 /**
  * Where a key below `consular/` belongs: the app name and the label. Undefined for keys consular never writes
- * (a leaf right under `consular/`, or an empty label).
+ * (a leaf right under `consular/`, or an empty app name). `consular/<app>/` itself is where an empty label key
+ * lives, so that it is cleaned up and purged like any other label.
  */
 export const parseLabelKey = (key: string): { readonly app: AppName; readonly label: string } | undefined => {
   if (!key.startsWith(kvRoot)) return undefined
   const rest = key.slice(kvRoot.length)
   const slash = rest.indexOf("/")
-  if (slash <= 0 || slash === rest.length - 1) return undefined
+  if (slash <= 0) return undefined
   return { app: AppName.make(rest.slice(0, slash)), label: rest.slice(slash + 1) }
 }
 

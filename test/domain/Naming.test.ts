@@ -161,8 +161,8 @@ describe("KV keys", () => {
   })
 
   it.prop(
-    "parseLabelKey(labelKey(app, label)) gives app and label back",
-    [AppIdArb, fc.string({ minLength: 1 })],
+    "parseLabelKey(labelKey(app, label)) gives app and label back, an empty label included",
+    [AppIdArb, fc.string()],
     ([id, label]) => {
       expect(parseLabelKey(labelKey(appName(id), label))).toStrictEqual({ app: appName(id), label })
     },
@@ -182,6 +182,11 @@ describe("KV keys", () => {
 
   it("parseLabelKey keeps slashes in the label", () => {
     expect(parseLabelKey("consular/web/a/b")).toStrictEqual({ app: "web", label: "a/b" })
+  })
+
+  it("an empty label key is stored at consular/<app>/ and parsed back as such", () => {
+    expect(labelKey(web, "")).toBe("consular/web/")
+    expect(parseLabelKey("consular/web/")).toStrictEqual({ app: "web", label: "" })
   })
 
   it("parseLabelKey is undefined for keys consular never writes", () => {
