@@ -24,7 +24,7 @@ describe("AppId", () => {
     expect(id.startsWith("/")).toBe(true)
     expect(id.slice(1).split("/")).not.toContain("")
     expect(id).not.toMatch(/\s/)
-  })
+  }, many)
 })
 
 describe("TaskId", () => {
