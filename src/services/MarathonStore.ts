@@ -28,7 +28,7 @@ export type MarathonFault =
   | { readonly _tag: "InvalidJson" }
   | { readonly _tag: "Truncated" }
 
-export type MarathonOperation = "apps" | "app" | "tasks" | "subscriptions" | "subscribe" | "events" | "leader"
+export type MarathonOperation = "apps" | "app" | "tasks" | "subscriptions" | "subscribe" | "unsubscribe" | "events" | "leader"
 
 /** How this Marathon treats callback subscriptions: Marathon >= 1.5 removed them (404); without
  *  `--event_subscriber http_callback` it refuses them (400). */

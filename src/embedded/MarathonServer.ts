@@ -1,0 +1,278 @@
+import { HttpClientRequest, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import type { HttpServerError } from "@effect/platform"
+import { NodeHttpServerRequest } from "@effect/platform-node"
+import { Context, Effect, Layer, Option, Queue, Stream } from "effect"
+import type { Duration, Scope } from "effect"
+import { STATUS_CODES } from "node:http"
+import type { TlsSettings } from "../services/Http.js"
+import * as Http from "../services/Http.js"
+import { appView, taskView } from "../services/Marathon.js"
+import type { MarathonEvent, MarathonFault, MarathonOperation, MarathonStore } from "../services/MarathonStore.js"
+import type { ServerTls } from "./Listen.js"
+import { decodePath, dropConnection, listen, requestTarget } from "./Listen.js"
+
+/**
+ * A Marathon over HTTP, served from a `MarathonStore`: the REST subset consular reads, the event stream
+ * (SSE), and http_callback delivery of every event the store emits, with Marathon's status codes and bodies.
+ */
+
+export interface MarathonServerOptions {
+  /** default 127.0.0.1 */
+  readonly address?: string | undefined
+  /** 0 or absent: a free port */
+  readonly port?: number | undefined
+  /** with `basicAuth` and/or `token`, a request carrying neither gets Marathon's 401 */
+  readonly basicAuth?: { readonly user: string; readonly password: string } | undefined
+  /** DC/OS style: `Authorization: token=<token>` */
+  readonly token?: string | undefined
+  readonly tls?: ServerTls | undefined
+  /** per callback POST; default 2 seconds */
+  readonly callbackTimeout?: Duration.DurationInput | undefined
+  /** for https callback URLs (a self-signed receiver: its CA, or skipVerify) */
+  readonly callbackTls?: TlsSettings | undefined
+  /**
+   * Events delivered at once. 1 (the default): each event reaches every subscriber before the next is sent,
+   * so a subscriber sees them in the order the store emitted them. More: faster, in no particular order.
+   */
+  readonly callbackConcurrency?: number | undefined
+}
+
+export interface MarathonServer {
+  readonly port: number
+  readonly address: string
+  /** e.g. "http://127.0.0.1:34567" */
+  readonly url: string
+}
+
+/** What a route answers before faults apply: JSON can be broken by a fault, a stream cannot. */
+type Reply =
+  | { readonly _tag: "Json"; readonly status: number; readonly body: unknown }
+  | { readonly _tag: "Response"; readonly response: HttpServerResponse.HttpServerResponse }
+
+const json = (body: unknown, status = 200): Reply => ({ _tag: "Json", status, body })
+const message = (text: string, status: number): Reply => json({ message: text }, status)
+
+/** Marathon's own answer for a route it does not have (what a >= 1.5 Marathon says to /v2/eventSubscriptions) */
+const noSuchRoute = message("HTTP 404 Not Found", 404)
+const callbacksDisabled = message(
+  "http event callback system is not running on this Marathon instance. Please re-start this instance with \"--event_subscriber http_callback\".",
+  400
+)
+const appMissing = (id: string) => message(`App '${id}' does not exist`, 404)
+
+const render = (reply: Reply, fault: MarathonFault | undefined): HttpServerResponse.HttpServerResponse => {
+  if (reply._tag === "Response") return reply.response
+  const body = JSON.stringify(reply.body)
+  switch (fault?._tag) {
+    case "InvalidJson":
+      return HttpServerResponse.text("{\"apps\": [", { status: 200, contentType: "application/json" })
+    case "Truncated":
+      return HttpServerResponse.text(body.slice(0, Math.floor(body.length / 2)), { status: 200, contentType: "application/json" })
+    default:
+      return HttpServerResponse.text(body, { status: reply.status, contentType: "application/json" })
+  }
+}
+
+const authorized = (request: HttpServerRequest.HttpServerRequest, options: MarathonServerOptions): boolean => {
+  if (options.basicAuth === undefined && options.token === undefined) return true
+  const header = request.headers["authorization"] ?? ""
+  if (options.token !== undefined && header === `token=${options.token}`) return true
+  if (options.basicAuth !== undefined && header.startsWith("Basic ")) {
+    const given = Buffer.from(header.slice("Basic ".length), "base64").toString("utf8")
+    return given === `${options.basicAuth.user}:${options.basicAuth.password}`
+  }
+  return false
+}
+
+const remoteAddress = (request: HttpServerRequest.HttpServerRequest): string =>
+  Option.getOrElse(request.remoteAddress, () => "")
+
+/** "/v2/apps/grp/web" -> "/grp/web": each segment URL-decoded, no trailing slash; undefined when malformed */
+const appIdOf = (path: string): string | undefined => {
+  const segments = path.slice("/v2/apps/".length).split("/").filter((segment) => segment !== "")
+  const decoded = segments.map(decodePath)
+  return decoded.every((segment) => segment !== undefined) ? `/${decoded.join("/")}` : undefined
+}
+
+const sseFrame = (event: MarathonEvent): string => `event: ${event.eventType}\ndata: ${JSON.stringify(event)}\n\n`
+
+export const marathonRouter = (store: MarathonStore, options: MarathonServerOptions = {}) => {
+  /** The store decides first whether the request gets through (a down or hanging Marathon), then auth. */
+  const admitted = (
+    operation: MarathonOperation,
+    handle: (request: HttpServerRequest.HttpServerRequest) => Effect.Effect<Reply>
+  ) =>
+    Effect.gen(function*() {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      const fault = store.admit(operation)
+      switch (fault?._tag) {
+        case "Refuse":
+          return yield* dropConnection(request)
+        case "Hang":
+          return yield* Effect.never
+        case "Status":
+          return render(message(STATUS_CODES[fault.status] ?? `status ${fault.status}`, fault.status), undefined)
+        default:
+          break
+      }
+      if (!authorized(request, options)) return render(message("Invalid username or password.", 401), undefined)
+      return render(yield* handle(request), fault)
+    })
+
+  const apps = admitted("apps", (request) => {
+    const embed = requestTarget(request).query.getAll("embed")
+    // "app.tasks" is the older spelling Marathon still accepts
+    const withTasks = store.embedTasks && (embed.includes("apps.tasks") || embed.includes("app.tasks"))
+    return Effect.succeed(json({ apps: [...store.apps.values()].map((app) => appView(store, app, withTasks)) }))
+  })
+
+  const appOrTasks = Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const path = requestTarget(request).path
+    const full = appIdOf(path)
+    // "/v2/apps/<id>/tasks" unless an app is really called ".../tasks"
+    const tasksOf = path.endsWith("/tasks") && (full === undefined || !store.apps.has(full))
+      ? appIdOf(path.slice(0, -"/tasks".length))
+      : undefined
+    if (tasksOf !== undefined) {
+      return yield* admitted("tasks", () => {
+        const app = store.apps.get(tasksOf)
+        if (app === undefined || (app.tasks.length === 0 && store.tasksNotFoundWhenEmpty)) {
+          return Effect.succeed(appMissing(tasksOf))
+        }
+        return Effect.succeed(json({ tasks: app.tasks.map((task) => taskView(app, task)) }))
+      })
+    }
+    return yield* admitted("app", () => {
+      const app = full === undefined ? undefined : store.apps.get(full)
+      return Effect.succeed(app === undefined ? appMissing(full ?? path) : json({ app: appView(store, app, true) }))
+    })
+  })
+
+  const subscriptions = admitted("subscriptions", () =>
+    Effect.succeed(
+      store.callbacks === "removed"
+        ? noSuchRoute
+        : store.callbacks === "disabled"
+        ? callbacksDisabled
+        : json({ callbackUrls: [...store.subscriptions] })
+    ))
+
+  /** (Un)subscribing answers the event Marathon puts on its bus for it, and emits that event. */
+  const changeSubscription = (operation: "subscribe" | "unsubscribe") =>
+    admitted(operation, (request) => {
+      if (store.callbacks === "removed") return Effect.succeed(noSuchRoute)
+      if (store.callbacks === "disabled") return Effect.succeed(callbacksDisabled)
+      const callbackUrl = requestTarget(request).query.get("callbackUrl")
+      if (callbackUrl === null || callbackUrl === "") return Effect.succeed(message("Missing callbackUrl", 400))
+      const at = store.subscriptions.indexOf(callbackUrl)
+      if (operation === "subscribe" && at === -1) store.subscriptions.push(callbackUrl)
+      if (operation === "unsubscribe" && at !== -1) store.subscriptions.splice(at, 1)
+      const event: MarathonEvent = {
+        eventType: `${operation}_event`,
+        callbackUrl,
+        clientIp: remoteAddress(request),
+        timestamp: new Date().toISOString()
+      }
+      store.emit(event)
+      return Effect.succeed(json(event))
+    })
+
+  const leader = admitted("leader", (request) => {
+    const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
+    return Effect.succeed(json({ leader: `${socket.localAddress ?? "127.0.0.1"}:${socket.localPort ?? 0}` }))
+  })
+
+  const events = admitted("events", (request) => {
+    const wanted = new Set(requestTarget(request).query.getAll("event_type"))
+    const attached: MarathonEvent = {
+      eventType: "event_stream_attached",
+      remoteAddress: remoteAddress(request),
+      timestamp: new Date().toISOString()
+    }
+    // listening starts before "attached" is sent: whatever the client does once it sees it is not missed
+    const frames = Stream.asyncScoped<MarathonEvent>((emit) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const stop = store.listen((event) => {
+            if (wanted.size === 0 || wanted.has(event.eventType)) void emit.single(event)
+          })
+          void emit.single(attached)
+          return stop
+        }),
+        (stop) => Effect.sync(stop)
+      ), "unbounded").pipe(Stream.map(sseFrame), Stream.encodeText)
+    return Effect.succeed({
+      _tag: "Response",
+      response: HttpServerResponse.stream(frames, {
+        contentType: "text/event-stream",
+        headers: { "cache-control": "no-cache" }
+      })
+    } satisfies Reply)
+  })
+
+  return HttpRouter.empty.pipe(
+    HttpRouter.get("/v2/apps", apps),
+    HttpRouter.get("/v2/apps/*", appOrTasks),
+    HttpRouter.get("/v2/eventSubscriptions", subscriptions),
+    HttpRouter.post("/v2/eventSubscriptions", changeSubscription("subscribe")),
+    HttpRouter.del("/v2/eventSubscriptions", changeSubscription("unsubscribe")),
+    HttpRouter.get("/v2/leader", leader),
+    HttpRouter.get("/v2/events", events)
+  )
+}
+
+/**
+ * http_callback delivery, as Marathon does it: every event the store emits is POSTed as JSON to every
+ * subscribed URL, each POST bounded by a short timeout, failures ignored (Marathon does not retry either).
+ */
+const deliverCallbacks = (store: MarathonStore, options: MarathonServerOptions): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const http = yield* Http.makeHttp({
+      timeout: options.callbackTimeout ?? "2 seconds",
+      retries: 0,
+      tls: options.callbackTls
+    })
+    const queue = yield* Effect.acquireRelease(Queue.unbounded<MarathonEvent>(), Queue.shutdown)
+    yield* Effect.acquireRelease(
+      Effect.sync(() => store.listen((event) => void Queue.unsafeOffer(queue, event))),
+      (stop) => Effect.sync(stop)
+    )
+    const post = (event: MarathonEvent) =>
+      Effect.forEach(
+        store.callbacks === "enabled" ? [...store.subscriptions] : [],
+        (url) =>
+          HttpClientRequest.post(url).pipe(
+            HttpClientRequest.bodyUnsafeJson(event),
+            (request) => http.send(request, Http.ignoreBody),
+            Effect.ignore
+          ),
+        { concurrency: "unbounded", discard: true }
+      )
+    yield* Stream.fromQueue(queue).pipe(
+      Stream.mapEffect(post, { concurrency: options.callbackConcurrency ?? 1 }),
+      Stream.runDrain,
+      Effect.forkScoped
+    )
+  })
+
+/** Serves the store until the scope closes, and delivers its events to the subscribed callback URLs. */
+export const serveMarathon = (
+  store: MarathonStore,
+  options: MarathonServerOptions = {}
+): Effect.Effect<MarathonServer, HttpServerError.ServeError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const address = options.address ?? "127.0.0.1"
+    yield* deliverCallbacks(store, options)
+    const port = yield* listen(marathonRouter(store, options), { address, port: options.port ?? 0, tls: options.tls })
+    const scheme = options.tls === undefined ? "http" : "https"
+    return { port, address, url: `${scheme}://${address}:${port}` } satisfies MarathonServer
+  })
+
+/** The running embedded Marathon, for programs that take it from a layer (demo, bench). */
+export class EmbeddedMarathon extends Context.Tag("consular/EmbeddedMarathon")<EmbeddedMarathon, MarathonServer>() {}
+
+export const EmbeddedMarathonLive = (
+  store: MarathonStore,
+  options: MarathonServerOptions = {}
+): Layer.Layer<EmbeddedMarathon, HttpServerError.ServeError> => Layer.scoped(EmbeddedMarathon, serveMarathon(store, options))
