@@ -171,9 +171,13 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
         return { tasks: app.tasks.map((task) => taskView(app, task)) }
       }).pipe(Effect.flatMap((response) => response === undefined ? Effect.fail(notFound(`tasks of app ${id}`)) : Effect.succeed(response.tasks))),
     eventSubscriptions: request("subscriptions", "list event subscriptions", Schema.Unknown, () =>
-      store.callbacks === "removed" ? missing : { callbackUrls: [...store.subscriptions] }
+      store.callbacks === "removed" ? missing : store.callbacks === "disabled" ? "disabled" : { callbackUrls: [...store.subscriptions] }
     ).pipe(
       Effect.flatMap(orNotFound("event subscriptions")),
+      // Marathon checks for the http_callback subscriber on every subscription route, listing included
+      Effect.flatMap((body) => body === "disabled"
+        ? Effect.fail(new MarathonError({ operation: "list event subscriptions", reason: "Status", status: 400, detail: "http_callback is not an event subscriber" }))
+        : Effect.succeed(body)),
       Effect.flatMap((body) => Schema.decodeUnknown(EventSubscriptions)(body).pipe(
         Effect.mapError((error) => new MarathonError({ operation: "list event subscriptions", reason: "Decode", detail: error.message }))
       )),
