@@ -222,6 +222,11 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
   )
 }
 
+interface Delivery {
+  readonly event: MarathonEvent
+  readonly urls: ReadonlyArray<string>
+}
+
 /**
  * http_callback delivery, as Marathon does it: every event the store emits is POSTed as JSON to every
  * subscribed URL, each POST bounded by a short timeout, failures ignored (Marathon does not retry either).
@@ -233,14 +238,21 @@ const deliverCallbacks = (store: MarathonStore, options: MarathonServerOptions):
       retries: 0,
       tls: options.callbackTls
     })
-    const queue = yield* Effect.acquireRelease(Queue.unbounded<MarathonEvent>(), Queue.shutdown)
+    // the subscribers are those of the moment the event happens; none while the callback system is off
+    const queue = yield* Effect.acquireRelease(Queue.unbounded<Delivery>(), Queue.shutdown)
     yield* Effect.acquireRelease(
-      Effect.sync(() => store.listen((event) => void Queue.unsafeOffer(queue, event))),
+      Effect.sync(() =>
+        store.listen((event) => {
+          if (store.callbacks === "enabled" && store.subscriptions.length > 0) {
+            Queue.unsafeOffer(queue, { event, urls: [...store.subscriptions] })
+          }
+        })
+      ),
       (stop) => Effect.sync(stop)
     )
-    const post = (event: MarathonEvent) =>
+    const post = ({ event, urls }: Delivery) =>
       Effect.forEach(
-        store.callbacks === "enabled" ? [...store.subscriptions] : [],
+        urls,
         (url) =>
           HttpClientRequest.post(url).pipe(
             HttpClientRequest.bodyUnsafeJson(event),
