@@ -3,6 +3,7 @@ import { Context, Effect, Layer } from "effect"
 import { ConsulError } from "../../src/domain/Errors.js"
 import { serveConsul } from "../../src/embedded/ConsulServer.js"
 import { Consul, ConsulLive, makeConsulMemory } from "../../src/services/Consul.js"
+import type { ConsulSettings } from "../../src/services/Consul.js"
 import { agents, asConsulError, consulContract, newStore } from "./ConsulContract.js"
 import { testTls } from "../support/Tls.js"
 
@@ -20,7 +21,7 @@ describe("Consul / ConsulLive only", () => {
     Effect.gen(function*() {
       const store = newStore()
       const server = yield* serveConsul(store, { addresses: agents, requiredToken: "s3cret" })
-      const settings = { url: new URL(server.url()), timeout: "500 millis", retries: 2, retryBase: "1 millis" } as const
+      const settings: ConsulSettings = { url: new URL(server.url()), timeout: "500 millis", retries: 2, retryBase: "1 millis" }
       const anonymous = Context.get(yield* Layer.build(ConsulLive(settings)), Consul)
       const error = yield* Effect.flip(anonymous.kvPut("consular/web/a", "1"))
       assert.instanceOf(error, ConsulError)

@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import { serveMarathon } from "../../src/embedded/MarathonServer.js"
 import { Marathon, MarathonLive, makeMarathonMemory } from "../../src/services/Marathon.js"
+import type { MarathonSettings } from "../../src/services/Marathon.js"
 import { MarathonStore } from "../../src/services/MarathonStore.js"
 import { testTls } from "../support/Tls.js"
 import { asMarathonError, marathonContract } from "./MarathonContract.js"
@@ -23,7 +24,7 @@ describe("Marathon / MarathonLive only", () => {
       const store = new MarathonStore()
       store.putApp("/web")
       const server = yield* serveMarathon(store, { basicAuth: { user: "ops", password: "pw" }, token: "t0k" })
-      const settings = { url: new URL(server.url), timeout: "500 millis", retries: 2, retryBase: "1 millis" } as const
+      const settings: MarathonSettings = { url: new URL(server.url), timeout: "500 millis", retries: 2, retryBase: "1 millis" }
       const client = (headers: Record<string, string>) =>
         Layer.build(MarathonLive({ ...settings, headers })).pipe(Effect.map((context) => Context.get(context, Marathon)))
 

@@ -3,7 +3,7 @@
  * 127.0.0.1-127.0.0.5 and localhost. It is its own CA: a client trusts it with `ca: testTls.cert`.
  * Test material only: the key is public.
  */
-export const testTls = {
+export const testTls: { readonly cert: string; readonly key: string } = {
   cert: `
 -----BEGIN CERTIFICATE-----
 MIIBlDCCATqgAwIBAgIBATAKBggqhkjOPQQDAjAYMRYwFAYDVQQDDA1jb25zdWxh
@@ -24,4 +24,4 @@ R+v6LloWdE8gjyRkdJRvV3XWGXChRANCAAReLIRh3dMVBb1Ar1K4q9wjD0NC7qjp
 w4QR+kI8lCTWV7HK76X3v+NLojr3asgs89gG3o44iMWMS8wqt3I6VTzQ
 -----END PRIVATE KEY-----
 `.trimStart()
-} as const
+}
