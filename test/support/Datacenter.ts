@@ -1,0 +1,45 @@
+import { Effect, Layer } from "effect"
+import { serveConsul } from "../../src/embedded/ConsulServer.js"
+import { serveMarathon } from "../../src/embedded/MarathonServer.js"
+import { ConsulLive } from "../../src/services/Consul.js"
+import { ConsulStore } from "../../src/services/ConsulStore.js"
+import { MarathonLive } from "../../src/services/Marathon.js"
+import { MarathonStore } from "../../src/services/MarathonStore.js"
+import { LedgerLive } from "../../src/programs/Ledger.js"
+import { TopologyLive } from "../../src/programs/Topology.js"
+
+/**
+ * A datacenter on loopback for end-to-end tests: an embedded Consul with one agent per address (same port) and
+ * an embedded Marathon, and the live service layers talking HTTP to them. Short timeouts and retry delays keep
+ * fault tests quick; every wait is bounded by them.
+ */
+export interface Datacenter {
+  readonly consul: ConsulStore
+  readonly marathon: MarathonStore
+  readonly consulUrl: URL
+  readonly marathonUrl: URL
+  readonly services: Layer.Layer<import("../../src/services/Consul.js").Consul | import("../../src/services/Marathon.js").Marathon | import("../../src/programs/Ledger.js").Ledger | import("../../src/programs/Topology.js").Topology>
+}
+
+export const agents = ["127.0.0.1", "127.0.0.2", "127.0.0.3"] as const
+
+export const makeDatacenter = (options: { readonly addresses?: ReadonlyArray<string>; readonly timeout?: number } = {}) =>
+  Effect.gen(function*() {
+    const consul = new ConsulStore("127.0.0.1")
+    consul.addAgent("127.0.0.1", "main")
+    const marathon = new MarathonStore()
+    const consulServer = yield* serveConsul(consul, { addresses: options.addresses ?? agents })
+    const marathonServer = yield* serveMarathon(marathon, { address: "127.0.0.1" })
+    const consulUrl = new URL(consulServer.url("127.0.0.1"))
+    const marathonUrl = new URL(marathonServer.url)
+    const timeout = `${options.timeout ?? 500} millis` as const
+    // built once, so that every program in a test shares one ledger and topology, as in the daemon
+    const built = yield* Layer.build(Layer.mergeAll(
+      ConsulLive({ url: consulUrl, timeout, retries: 2, retryBase: "5 millis", fallbackTimeout: timeout }),
+      MarathonLive({ url: marathonUrl, timeout, retries: 2, retryBase: "5 millis" }),
+      LedgerLive,
+      TopologyLive(consulUrl)
+    ))
+    const services = Layer.succeedContext(built)
+    return { consul, marathon, consulUrl, marathonUrl, services } satisfies Datacenter
+  })
