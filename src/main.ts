@@ -18,17 +18,22 @@ import { planLines, summaryLines, syncOnce } from "./programs/Sync.js"
 
 const invalid = (flag: string, why: string) => (): HelpDoc.HelpDoc => HelpDoc.p(`--${flag}: ${why}`)
 
-const httpUrl = (flag: string) => (raw: string): URL => {
+const httpUrl = (raw: string): URL => {
   const url = new URL(raw)
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error("not http(s)")
   return url
 }
 
-const positiveSeconds = (flag: string, allowZero: boolean) => (value: number): number => {
-  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) throw new Error(flag)
-  return value
-}
-
+/** A number flag parsed here, so that a bad value is reported with the flag's name (the CLI library's is not). */
+const numberFlag = (flag: string, fallback: number, valid: (n: number) => boolean, why: string) =>
+  Options.text(flag).pipe(
+    Options.withDefault(String(fallback)),
+    Options.mapTryCatch((raw) => {
+      const n = Number(raw.trim())
+      if (raw.trim() === "" || !Number.isFinite(n) || !valid(n)) throw new Error(why)
+      return n
+    }, invalid(flag, why))
+  )
 const scheme = Options.choice("scheme", ["http", "https"]).pipe(
   Options.withDefault("http" as const),
   Options.withDescription("scheme of the callback URL given to Marathon")
@@ -37,22 +42,17 @@ const host = Options.text("host").pipe(
   Options.withDefault("localhost"),
   Options.withDescription("address to listen on, and host of the callback URL given to Marathon")
 )
-const port = Options.integer("port").pipe(
-  Options.withDefault(7000),
-  Options.mapTryCatch((p) => {
-    if (p < 1 || p > 65535) throw new Error("range")
-    return p
-  }, invalid("port", "must be an integer from 1 to 65535")),
+const port = numberFlag("port", 7000, (p) => Number.isInteger(p) && p >= 1 && p <= 65535, "must be an integer from 1 to 65535").pipe(
   Options.withDescription("port to listen on, and port of the callback URL")
 )
 const consul = Options.text("consul").pipe(
   Options.withDefault("http://localhost:8500"),
-  Options.mapTryCatch(httpUrl("consul"), invalid("consul", "must be an http:// or https:// URL")),
+  Options.mapTryCatch(httpUrl, invalid("consul", "must be an http:// or https:// URL")),
   Options.withDescription("main Consul endpoint: KV, catalog, fallback agent; agents are reached on its scheme and port")
 )
 const marathon = Options.text("marathon").pipe(
   Options.withDefault("http://localhost:8080"),
-  Options.mapTryCatch(httpUrl("marathon"), invalid("marathon", "must be an http:// or https:// URL")),
+  Options.mapTryCatch(httpUrl, invalid("marathon", "must be an http:// or https:// URL")),
   Options.withDescription("Marathon endpoint")
 )
 const registrationId = Options.text("registration-id").pipe(
@@ -63,9 +63,7 @@ const registrationId = Options.text("registration-id").pipe(
   }, invalid("registration-id", "must be non-empty, without spaces, '&', '#' or '?'")),
   Options.withDescription("owner tag consular-reg-id=<id> on every service consular registers")
 )
-const syncInterval = Options.integer("sync-interval").pipe(
-  Options.withDefault(0),
-  Options.mapTryCatch(positiveSeconds("sync-interval", true), invalid("sync-interval", "must be 0 (no periodic sync) or a number of seconds")),
+const syncInterval = numberFlag("sync-interval", 0, (n) => n >= 0, "must be 0 (no periodic sync) or a positive number of seconds").pipe(
   Options.withDescription("seconds between syncs; the first runs at start; 0: events only")
 )
 const purge = Options.boolean("purge", { negationNames: ["no-purge"] }).pipe(
@@ -75,26 +73,17 @@ const logfile = Options.text("logfile").pipe(Options.optional, Options.withDescr
 const debug = Options.boolean("debug", { negationNames: ["no-debug"] }).pipe(
   Options.withDescription("log every HTTP request and response")
 )
-const timeout = Options.float("timeout").pipe(
-  Options.withDefault(5),
-  Options.mapTryCatch(positiveSeconds("timeout", false), invalid("timeout", "must be a positive number of seconds")),
+const timeout = numberFlag("timeout", 5, (n) => n > 0, "must be a positive number of seconds").pipe(
   Options.withDescription("HTTP timeout in seconds for Marathon and Consul")
 )
 const fallback = Options.boolean("fallback", { negationNames: ["no-fallback"] }).pipe(
   Options.withDescription("register on the main agent when the task host's agent cannot be reached")
 )
-const fallbackTimeout = Options.float("fallback-timeout").pipe(
-  Options.withDefault(2),
-  Options.mapTryCatch(positiveSeconds("fallback-timeout", false), invalid("fallback-timeout", "must be a positive number of seconds")),
+const fallbackTimeout = numberFlag("fallback-timeout", 2, (n) => n > 0, "must be a positive number of seconds").pipe(
   Options.withDescription("timeout in seconds of a registration on the fallback agent")
 )
 
-const maxEventBytes = Options.integer("max-event-bytes").pipe(
-  Options.withDefault(1024 * 1024),
-  Options.mapTryCatch((n) => {
-    if (n < 1) throw new Error("range")
-    return n
-  }, invalid("max-event-bytes", "must be a positive number of bytes")),
+const maxEventBytes = numberFlag("max-event-bytes", 1024 * 1024, (n) => Number.isInteger(n) && n >= 1, "must be a positive whole number of bytes").pipe(
   Options.withDescription("largest event body accepted; larger ones get 413")
 )
 const dryRun = Options.boolean("dry-run").pipe(Options.withDescription("print the plan, write nothing"))
