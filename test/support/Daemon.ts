@@ -1,7 +1,10 @@
-import { Effect } from "effect"
+import type { HttpServerError } from "@effect/platform"
+import { Context, Effect, Layer } from "effect"
+import * as Http from "node:http"
 import { listen } from "../../src/embedded/Listen.js"
 import { daemonApp } from "../../src/programs/Daemon.js"
 import type { DaemonSettings } from "../../src/programs/Daemon.js"
+import { makeDatacenter } from "./Datacenter.js"
 import type { Datacenter } from "./Datacenter.js"
 
 export const daemonSettings = (dc: Datacenter, overrides: Partial<DaemonSettings> = {}): DaemonSettings => ({
@@ -15,6 +18,7 @@ export const daemonSettings = (dc: Datacenter, overrides: Partial<DaemonSettings
   host: "127.0.0.1",
   port: 7000,
   syncInterval: 0,
+  events: "callback",
   reconnectBase: "5 millis",
   reconnectCap: "50 millis",
   ...overrides
@@ -69,3 +73,103 @@ export const statusUpdate = (fields: {
   ports: [],
   ...fields
 })
+
+export type DaemonClient = Effect.Effect.Success<ReturnType<typeof serveDaemon>>
+
+export interface Answer {
+  readonly status: number
+  readonly contentType: string
+  readonly text: string
+  readonly json: unknown
+}
+
+/**
+ * POST /events with exactly these bytes and headers: a string is sent as its UTF-8 bytes, so that fetch adds no
+ * Content-Type of its own. Interrupting the effect aborts the request.
+ */
+export const sendEvent = (base: string, body: string | Uint8Array, headers: Record<string, string> = {}): Effect.Effect<Answer> =>
+  Effect.promise(async (signal) => {
+    const bytes = typeof body === "string" ? new TextEncoder().encode(body) : body
+    const response = await fetch(`${base}/events`, { method: "POST", headers, body: bytes, signal })
+    const text = await response.text()
+    return { status: response.status, contentType: response.headers.get("content-type") ?? "", text, json: parse(text) }
+  })
+
+export interface StreamedAnswer extends Answer {
+  readonly headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
+  /** body bytes the client had handed to the socket when the answer arrived */
+  readonly sentBeforeAnswer: number
+  /** the server closed the connection after answering (the client never ended its request) */
+  readonly closedByServer: boolean
+}
+
+/**
+ * POST /events on a fresh connection, the body written piece by piece (one event-loop turn between pieces) for as
+ * long as no answer has come. The request is ended only with `finish`: without it the body is never complete, so
+ * an answer proves the server did not wait for (or buffer) the whole body. Without a Content-Length header the
+ * body goes chunked. Resolves once the answer is read and the connection is closed.
+ */
+export const streamEvent = (
+  base: string,
+  request: { readonly headers?: Record<string, string>; readonly pieces: Iterable<Uint8Array>; readonly finish?: boolean }
+): Effect.Effect<StreamedAnswer> =>
+  Effect.async<StreamedAnswer>((resume) => {
+    const req = Http.request(`${base}/events`, { method: "POST", agent: false, headers: request.headers ?? {} })
+    let sent = 0
+    let answer: Omit<StreamedAnswer, "closedByServer"> | undefined
+    let failure: string | undefined
+    let answered = false
+    let done = false
+    const settle = (closedByServer: boolean) => {
+      if (done) return
+      done = true
+      resume(Effect.succeed(
+        answer === undefined
+          ? { status: 0, contentType: "", text: failure ?? "no answer", json: undefined, headers: {}, sentBeforeAnswer: sent, closedByServer }
+          : { ...answer, closedByServer }
+      ))
+    }
+    req.on("response", (res) => {
+      answered = true
+      const sentBeforeAnswer = sent
+      const chunks: Array<Buffer> = []
+      res.on("data", (chunk: Buffer) => chunks.push(chunk))
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8")
+        answer = { status: res.statusCode ?? 0, contentType: String(res.headers["content-type"] ?? ""), text, json: parse(text), headers: res.headers, sentBeforeAnswer }
+        // a finished request on a kept-alive connection: nothing more will come
+        if (request.finish === true && res.headers.connection !== "close") settle(false)
+      })
+    })
+    // the request is never ended here (unless `finish`): only the server can close the connection
+    req.on("socket", (socket) => socket.on("close", () => settle(answer !== undefined)))
+    // writes after the server has answered and closed fail (EPIPE, reset): expected, the answer is what counts
+    req.on("error", (error) => {
+      failure ??= error.message
+    })
+    const pump = async () => {
+      for (const piece of request.pieces) {
+        if (answered || req.destroyed) return
+        const written = await new Promise<boolean>((resolve) => req.write(piece, (error) => resolve(error == null)))
+        if (!written) return
+        sent += piece.length
+        await new Promise<void>((resolve) => setImmediate(resolve))
+      }
+      if (request.finish === true && !answered) req.end()
+    }
+    void pump()
+    return Effect.sync(() => req.destroy())
+  })
+
+/** The daemon and its datacenter as one scoped service, for `layer(...)` blocks that share a running server. */
+export class TestDaemon extends Context.Tag("test/TestDaemon")<TestDaemon, { readonly dc: Datacenter; readonly daemon: DaemonClient }>() {}
+
+export const TestDaemonLive = (
+  overrides: Partial<DaemonSettings> = {},
+  options: Parameters<typeof makeDatacenter>[0] = {}
+): Layer.Layer<TestDaemon, HttpServerError.ServeError> =>
+  Layer.scoped(TestDaemon, Effect.gen(function*() {
+    const dc = yield* makeDatacenter(options)
+    const daemon = yield* serveDaemon(dc, overrides)
+    return { dc, daemon }
+  }))
