@@ -1,6 +1,6 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Duration, Effect, Either, ParseResult, Schema } from "effect"
+import { Duration, Effect, Either, ParseResult, Schema, SchemaAST as AST } from "effect"
 import { ConsulError, InvalidEvent, PayloadTooLarge } from "../domain/Errors.js"
 import type { MarathonError } from "../domain/Errors.js"
 import * as Diff from "../domain/Diff.js"
@@ -31,10 +31,68 @@ export type DecodedEvent =
   | { readonly _tag: "StatusUpdate"; readonly event: StatusUpdateEvent }
   | { readonly _tag: "Other"; readonly eventType: string }
 
-const describeParseError = (error: ParseResult.ParseError): string =>
-  ParseResult.ArrayFormatter.formatErrorSync(error)
-    .map((issue) => issue.path.length === 0 ? issue.message : `${issue.path.join(".")}: ${issue.message}`)
-    .join("; ")
+/**
+ * What a value is, never the value itself beyond a short scalar: a field may hold a megabyte of data, or arrays
+ * nested deeper than any recursive formatter's stack (Effect's own formatter throws a RangeError on those).
+ */
+const describeValue = (value: unknown): string => {
+  if (value === null) return "null"
+  if (Array.isArray(value)) return "an array"
+  switch (typeof value) {
+    case "string":
+      return value.length <= 40 ? JSON.stringify(value) : `a string of ${value.length} characters`
+    case "number":
+    case "boolean":
+      return String(value)
+    case "undefined":
+      return "nothing"
+    case "object":
+      return "an object"
+    default:
+      return `a ${typeof value}`
+  }
+}
+
+const maxIssues = 5
+
+/** The problems of a decode, one per field, each "path: what is wrong"; short whatever the input. */
+const describeParseError = (error: ParseResult.ParseError): string => {
+  const found: Array<string> = []
+  const at = (path: ReadonlyArray<PropertyKey>, message: string) => {
+    if (found.length < maxIssues) found.push(path.length === 0 ? message : `${path.map(String).join(".")}: ${message}`)
+  }
+  const expectedGot = (ast: AST.AST, actual: unknown) => `expected ${String(ast)}, got ${describeValue(actual)}`
+  // a walk bounded by the schema's depth, not the input's: the issues only go as deep as the schema does
+  const walk = (issue: ParseResult.ParseIssue, path: ReadonlyArray<PropertyKey>): void => {
+    switch (issue._tag) {
+      case "Pointer":
+        return walk(issue.issue, [...path, ...(Array.isArray(issue.path) ? issue.path : [issue.path])])
+      case "Refinement":
+      case "Transformation":
+        return walk(issue.issue, path)
+      case "Composite":
+        if (AST.isUnion(issue.ast)) {
+          // an optional field is "X | undefined": a present value failed X, so say what is wrong with it
+          const present = (Array.isArray(issue.issues) ? issue.issues : [issue.issues])
+            .filter((inner) => !(inner._tag === "Type" && AST.isUndefinedKeyword(inner.ast)))
+          // a union of alternatives (the task states): one line for all of them, not one per member
+          return present.length === 1 ? walk(present[0]!, path) : at(path, expectedGot(issue.ast, issue.actual))
+        }
+        for (const inner of Array.isArray(issue.issues) ? issue.issues : [issue.issues]) walk(inner, path)
+        return
+      case "Missing":
+        return at(path, issue.message ?? "is missing")
+      case "Unexpected":
+        return at(path, issue.message ?? "is unexpected")
+      case "Forbidden":
+        return at(path, issue.message ?? "cannot be checked")
+      case "Type":
+        return at(path, issue.message ?? expectedGot(issue.ast, issue.actual))
+    }
+  }
+  walk(error.issue, [])
+  return found.length === 0 ? "does not match the event schema" : found.join("; ")
+}
 
 const decodeEnvelope = Schema.decodeUnknownEither(EventEnvelope)
 const decodeStatusUpdate = Schema.decodeUnknownEither(StatusUpdateEvent)
