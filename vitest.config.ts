@@ -28,6 +28,8 @@ export default defineConfig({
     environment: "node",
     testTimeout: 30_000,
     hookTimeout: 30_000,
-    reporters: ["default", plainSummary]
+    reporters: ["default", plainSummary],
+    // the programs log as they work; CONSULAR_TEST_LOGS=1 shows those lines
+    onConsoleLog: () => process.env["CONSULAR_TEST_LOGS"] === "1"
   }
 })

@@ -2,7 +2,8 @@
 import { Command, Options } from "@effect/cli"
 import { HelpDoc } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Console, Duration, Effect, Layer, LogLevel, Option } from "effect"
+import { Config, Console, Data, Duration, Effect, Layer, LogLevel, Option, Redacted } from "effect"
+import { readFileSync } from "node:fs"
 import { ConsulLive } from "./services/Consul.js"
 import { LoggerLive } from "./services/Logger.js"
 import { MarathonLive } from "./services/Marathon.js"
@@ -52,8 +53,11 @@ const consul = Options.text("consul").pipe(
 )
 const marathon = Options.text("marathon").pipe(
   Options.withDefault("http://localhost:8080"),
-  Options.mapTryCatch(httpUrl, invalid("marathon", "must be an http:// or https:// URL")),
-  Options.withDescription("Marathon endpoint")
+  Options.mapTryCatch(
+    (raw) => raw.split(",").map((part) => httpUrl(part.trim())),
+    invalid("marathon", "must be an http:// or https:// URL, or several separated by commas")
+  ),
+  Options.withDescription("Marathon endpoint; several, comma-separated, for a Marathon cluster (the one that answers is used, the leader followed)")
 )
 const registrationId = Options.text("registration-id").pipe(
   Options.withDefault("consular"),
@@ -88,26 +92,135 @@ const maxEventBytes = numberFlag("max-event-bytes", 1024 * 1024, (n) => Number.i
 )
 const dryRun = Options.boolean("dry-run").pipe(Options.withDescription("print the plan, write nothing"))
 
-/** Flags every command takes; the daemon adds its listener and schedule. */
-const commonOptions = { consul, marathon, registrationId, purge, logfile, debug, timeout, fallback, fallbackTimeout }
-const daemonOptions = { ...commonOptions, scheme, host, port, syncInterval, maxEventBytes }
+const events = Options.choice("events", ["auto", "callback", "sse"]).pipe(
+  Options.withDefault("auto" as const),
+  Options.withDescription("event source: callback (HTTP callbacks, Marathon < 1.5), sse (/v2/events), auto (callbacks when Marathon accepts them)")
+)
+const logFormat = Options.choice("log-format", ["text", "json"]).pipe(
+  Options.withDefault("text" as const),
+  Options.withDescription("log lines as logfmt text or as one JSON object per line")
+)
+
+/** A file flag: its contents, read now so that an unreadable file is reported with the flag's name. */
+const fileFlag = (flag: string, description: string, env?: string) => {
+  const base = Options.text(flag).pipe(Options.withDescription(description))
+  return (env === undefined ? base : base.pipe(Options.withFallbackConfig(Config.string(env)))).pipe(
+    Options.optional,
+    Options.mapTryCatch(
+      (path) => Option.map(path, (p) => readFileSync(p, "utf8")),
+      invalid(flag, "cannot read that file")
+    )
+  )
+}
+/** A secret read from a file: the file's first line, trimmed; an empty one means none. */
+const secretFileFlag = (flag: string, description: string) =>
+  fileFlag(flag, description).pipe(Options.map((contents) => Option.filter(Option.map(contents, (c) => c.split(/\r?\n/)[0]!.trim()), (c) => c !== "")))
+
+const consulToken = Options.redacted("consul-token").pipe(
+  Options.withFallbackConfig(Config.redacted("CONSUL_HTTP_TOKEN")),
+  Options.optional,
+  Options.withDescription("Consul ACL token sent as X-Consul-Token (or CONSUL_HTTP_TOKEN); empty: none")
+)
+const consulTokenFile = secretFileFlag("consul-token-file", "read the Consul ACL token from this file")
+const consulCaFile = fileFlag("consul-ca-file", "CA bundle (PEM) to verify Consul's certificate", "CONSUL_CACERT")
+const consulCertFile = fileFlag("consul-cert-file", "client certificate (PEM) for Consul", "CONSUL_CLIENT_CERT")
+const consulKeyFile = fileFlag("consul-key-file", "client key (PEM) for Consul", "CONSUL_CLIENT_KEY")
+const consulSkipVerify = Options.boolean("consul-tls-skip-verify").pipe(
+  Options.withDescription("do not verify Consul's certificate (CONSUL_HTTP_SSL_VERIFY=false does the same)")
+)
+const marathonCaFile = fileFlag("marathon-ca-file", "CA bundle (PEM) to verify Marathon's certificate")
+const marathonCertFile = fileFlag("marathon-cert-file", "client certificate (PEM) for Marathon")
+const marathonKeyFile = fileFlag("marathon-key-file", "client key (PEM) for Marathon")
+const marathonSkipVerify = Options.boolean("marathon-tls-skip-verify").pipe(Options.withDescription("do not verify Marathon's certificate"))
+const marathonUser = Options.text("marathon-user").pipe(Options.optional, Options.withDescription("Marathon basic auth user (password from --marathon-password-file)"))
+const marathonPasswordFile = secretFileFlag("marathon-password-file", "read the Marathon basic auth password from this file")
+const marathonTokenFile = secretFileFlag("marathon-token-file", "read a DC/OS token from this file (Authorization: token=<t>)")
+const eventsSecretFile = secretFileFlag("events-secret-file", "require this secret on POST /events; the callback URL given to Marathon carries it")
+
+/** Flags every command takes; the daemon adds its listener, schedule and event source. */
+const commonOptions = {
+  consul, marathon, registrationId, purge, logfile, debug, timeout, fallback, fallbackTimeout, logFormat,
+  consulToken, consulTokenFile, consulCaFile, consulCertFile, consulKeyFile, consulSkipVerify,
+  marathonCaFile, marathonCertFile, marathonKeyFile, marathonSkipVerify, marathonUser, marathonPasswordFile, marathonTokenFile
+}
+const daemonOptions = { ...commonOptions, scheme, host, port, syncInterval, maxEventBytes, events, eventsSecretFile }
 type CommonOptions = Command.Command.ParseConfig<typeof commonOptions>
 type DaemonOptions = Command.Command.ParseConfig<typeof daemonOptions>
 
 const seconds = (s: number) => Duration.millis(Math.round(s * 1000))
 
+class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
+
+/** Credentials and TLS from the flags; contradictions are reported with the flags' names. */
+const upstreamSecurity = (o: CommonOptions) =>
+  Effect.gen(function*() {
+    const token = Option.orElse(
+      Option.filter(Option.map(o.consulToken, Redacted.value), (t) => t.trim() !== ""),
+      () => o.consulTokenFile
+    )
+    if (o.marathonUser._tag === "Some" && o.marathonPasswordFile._tag === "None") {
+      return yield* new UsageError({ message: "--marathon-user needs --marathon-password-file" })
+    }
+    if (o.marathonTokenFile._tag === "Some" && o.marathonUser._tag === "Some") {
+      return yield* new UsageError({ message: "--marathon-token-file and --marathon-user exclude each other" })
+    }
+    // Consul's own variable, as its CLI reads it
+    const sslVerify = yield* Config.boolean("CONSUL_HTTP_SSL_VERIFY").pipe(
+      Config.withDefault(true),
+      Effect.mapError(() => new UsageError({ message: "CONSUL_HTTP_SSL_VERIFY must be true or false" }))
+    )
+    const marathonAuthorization = o.marathonTokenFile._tag === "Some"
+      ? `token=${o.marathonTokenFile.value}`
+      : o.marathonUser._tag === "Some" && o.marathonPasswordFile._tag === "Some"
+      ? `Basic ${Buffer.from(`${o.marathonUser.value}:${o.marathonPasswordFile.value}`).toString("base64")}`
+      : undefined
+    return {
+      consulHeaders: Option.match(token, { onNone: () => ({}), onSome: (t) => ({ "x-consul-token": t }) }),
+      consulTls: {
+        ca: Option.getOrUndefined(o.consulCaFile),
+        cert: Option.getOrUndefined(o.consulCertFile),
+        key: Option.getOrUndefined(o.consulKeyFile),
+        skipVerify: o.consulSkipVerify || !sslVerify
+      },
+      marathonHeaders: marathonAuthorization === undefined ? {} : { authorization: marathonAuthorization },
+      marathonTls: {
+        ca: Option.getOrUndefined(o.marathonCaFile),
+        cert: Option.getOrUndefined(o.marathonCertFile),
+        key: Option.getOrUndefined(o.marathonKeyFile),
+        skipVerify: o.marathonSkipVerify
+      }
+    }
+  })
+
 /** Every layer factory is called here, once per invocation. */
 const servicesLive = (o: CommonOptions) =>
-  Layer.mergeAll(
-    ConsulLive({ url: o.consul, timeout: seconds(o.timeout), retries: 3, debug: o.debug, fallbackTimeout: seconds(o.fallbackTimeout) }),
-    MarathonLive({ url: o.marathon, timeout: seconds(o.timeout), retries: 3, debug: o.debug }),
-    LedgerLive,
-    TopologyLive(o.consul)
-  )
+  Layer.unwrapEffect(Effect.map(upstreamSecurity(o), (security) =>
+    Layer.mergeAll(
+      ConsulLive({
+        url: o.consul,
+        timeout: seconds(o.timeout),
+        retries: 3,
+        debug: o.debug,
+        fallbackTimeout: seconds(o.fallbackTimeout),
+        headers: security.consulHeaders,
+        tls: security.consulTls
+      }),
+      MarathonLive({
+        url: o.marathon,
+        timeout: seconds(o.timeout),
+        retries: 3,
+        debug: o.debug,
+        headers: security.marathonHeaders,
+        tls: security.marathonTls
+      }),
+      LedgerLive,
+      TopologyLive(o.consul)
+    )
+  ))
 
 const loggerLive = (o: CommonOptions, oneShot: boolean) =>
   LoggerLive({
-    format: "text",
+    format: o.logFormat,
     level: o.debug ? LogLevel.Debug : LogLevel.Info,
     file: Option.getOrUndefined(o.logfile),
     toStderr: oneShot
@@ -121,6 +234,13 @@ const syncSettings = (o: CommonOptions) => ({
   consulUrl: o.consul
 })
 
+/** A usage error is printed as the CLI prints its own, with a non-zero exit. */
+const reportUsage = <A, E, R>(effect: Effect.Effect<A, E | UsageError, R>) =>
+  effect.pipe(Effect.catchIf(
+    (error): error is UsageError => error instanceof UsageError,
+    (error) => Console.error(error.message).pipe(Effect.zipRight(Effect.fail(error)))
+  ))
+
 const runHandler = (o: DaemonOptions) =>
   runDaemon({
     ...syncSettings(o),
@@ -128,8 +248,10 @@ const runHandler = (o: DaemonOptions) =>
     host: o.host,
     port: o.port,
     syncInterval: o.syncInterval,
-    maxEventBytes: o.maxEventBytes
-  }).pipe(Effect.provide(Layer.merge(servicesLive(o), loggerLive(o, false))))
+    maxEventBytes: o.maxEventBytes,
+    events: o.events,
+    eventsSecret: Option.getOrUndefined(o.eventsSecretFile)
+  }).pipe(Effect.provide(Layer.merge(servicesLive(o), loggerLive(o, false))), reportUsage)
 
 // Invoked with no subcommand, consular runs the daemon, as the Python CLI did.
 const consular = Command.make("consular", daemonOptions, runHandler)
@@ -142,7 +264,7 @@ const sync = Command.make("sync", { ...commonOptions, dryRun }, (o) =>
   Effect.gen(function*() {
     const report = yield* syncOnce({ ...syncSettings(o), dryRun: o.dryRun }).pipe(
       Effect.catchTag("MarathonError", (error) =>
-        Console.error(`consular: cannot read Marathon at ${o.marathon.origin}: ${error.message}; nothing was changed`).pipe(
+        Console.error(`consular: cannot read Marathon: ${error.message}; nothing was changed`).pipe(
           Effect.zipRight(Effect.fail(error))
         ))
     )
@@ -151,7 +273,7 @@ const sync = Command.make("sync", { ...commonOptions, dryRun }, (o) =>
       yield* Console.log(lines.length === 0 ? "plan: nothing to do" : ["plan:", ...lines.map((l) => `  ${l}`)].join("\n"))
     }
     yield* Console.log(summaryLines(report).join("\n"))
-  }).pipe(Effect.provide(Layer.merge(servicesLive(o), loggerLive(o, true))))
+  }).pipe(Effect.provide(Layer.merge(servicesLive(o), loggerLive(o, true))), reportUsage)
 ).pipe(Command.withDescription("one pass: make Consul match Marathon, print a summary, exit"))
 
 const cli = Command.run(consular.pipe(Command.withSubcommands([run, sync])), {

@@ -36,12 +36,19 @@ export class ConsulError extends Schema.TaggedError<ConsulError>()("ConsulError"
 }) {
   override get message() {
     const where = this.agent === undefined ? "" : ` on agent ${this.agent}`
+    if (this.reason === "Forbidden") {
+      return `consul ${this.operation}${where}: permission denied (403): the ACL token (--consul-token) lacks the permission`
+    }
     return `consul ${this.operation}${where} failed (${describeReason(this.reason, this.status)}): ${this.detail}`
   }
 }
 
 export class MarathonError extends Schema.TaggedError<MarathonError>()("MarathonError", upstreamFields) {
   override get message() {
+    if (this.reason === "Unauthorized") {
+      return `marathon ${this.operation}: unauthorized (401): check --marathon-user/--marathon-password-file or --marathon-token-file`
+    }
+    if (this.reason === "Forbidden") return `marathon ${this.operation}: forbidden (403): the credentials lack the permission`
     return `marathon ${this.operation} failed (${describeReason(this.reason, this.status)}): ${this.detail}`
   }
 }

@@ -3,6 +3,7 @@ import type { HttpClientResponse } from "@effect/platform"
 import type { HttpClientError } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Cause, Duration, Effect, ParseResult, Schedule } from "effect"
+import type { Stream } from "effect"
 import type { Scope } from "effect"
 import { Agent } from "undici"
 import { NotFound } from "../domain/Errors.js"
@@ -147,6 +148,13 @@ export interface HttpApi {
     read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E>,
     options?: SendOptions
   ) => Effect.Effect<A, E | HttpFailure>
+  /**
+   * A long-lived response (an event stream): the timeout bounds the wait for the headers only, and nothing is
+   * retried here; the caller reconnects with its own backoff.
+   */
+  readonly openStream: (
+    request: HttpClientRequest.HttpClientRequest
+  ) => Effect.Effect<Stream.Stream<Uint8Array, HttpFailure>, HttpFailure>
 }
 
 export const ignoreBody = (response: HttpClientResponse.HttpClientResponse) =>
@@ -211,7 +219,12 @@ export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, 
         })
       )
     }
-    return { send }
+    const openStream: HttpApi["openStream"] = (request) =>
+      client.execute(request).pipe(
+        Effect.timeout(settings.timeout),
+        Effect.map((response) => response.stream)
+      )
+    return { send, openStream }
   })
 
 const httpFailureTags = new Set(["RequestError", "ResponseError", "TimeoutException", "ParseError"])

@@ -1,12 +1,19 @@
 import { HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { Context, Duration, Effect, Layer, Schedule, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Schedule, Schema, Stream } from "effect"
+import { createParser } from "eventsource-parser"
 import { MarathonError, NotFound } from "../domain/Errors.js"
-import { AppResponse, AppsResponse, EventSubscriptions, TasksResponse } from "../domain/MarathonApi.js"
+import { AppResponse, AppsResponse, EventSubscriptions, Leader, TasksResponse } from "../domain/MarathonApi.js"
 import type { App, AppId, Task } from "../domain/MarathonApi.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
 import * as Http from "./Http.js"
 import { MarathonStore } from "./MarathonStore.js"
 import type { MarathonOperation, StoredApp } from "./MarathonStore.js"
+
+/** One Server-Sent Event from Marathon's `/v2/events`: its `event:` name and its `data:` text. */
+export interface MarathonStreamEvent {
+  readonly type: string
+  readonly data: string
+}
 
 /** Marathon as consular reads it. Marathon is the source of truth: a read that fails is never "no apps". */
 export class Marathon extends Context.Tag("consular/Marathon")<Marathon, {
@@ -18,10 +25,20 @@ export class Marathon extends Context.Tag("consular/Marathon")<Marathon, {
   /** NotFound: this Marathon has no callback subscriptions (>= 1.5) */
   readonly eventSubscriptions: Effect.Effect<ReadonlyArray<string>, NotFound | MarathonError>
   readonly subscribe: (callbackUrl: string) => Effect.Effect<void, NotFound | MarathonError>
+  /**
+   * `GET /v2/events` (Server-Sent Events), light plan format, filtered to the given event types. The stream
+   * ends when Marathon closes it; connecting fails with a MarathonError.
+   */
+  readonly eventStream: (eventTypes: ReadonlyArray<string>) => Stream.Stream<MarathonStreamEvent, MarathonError>
+  /** Asks Marathon for its leader and talks to the leader from now on (when it is not the one in use). */
+  readonly followLeader: Effect.Effect<void, MarathonError | NotFound>
+  /** the Marathon in use, without credentials: for logs */
+  readonly current: Effect.Effect<string>
 }>() {}
 
 export interface MarathonSettings extends HttpSettings {
-  readonly url: URL
+  /** one Marathon, or several (one is the leader): requests go to the one that answers */
+  readonly url: URL | ReadonlyArray<URL>
 }
 
 const marathonError = (operation: string) => (failure: UpstreamFailure): MarathonError =>
@@ -36,48 +53,167 @@ const marathonError = (operation: string) => (failure: UpstreamFailure): Maratho
 const appPath = (id: AppId, suffix = ""): string =>
   `/v2/apps${id.split("/").map(encodeURIComponent).join("/")}${suffix}`
 
+/** A URL's userinfo becomes a Basic Authorization header, and leaves the URL: it must never reach a log. */
+export const withoutCredentials = (url: URL): { readonly url: URL; readonly authorization: string | undefined } => {
+  if (url.username === "" && url.password === "") return { url, authorization: undefined }
+  const user = decodeURIComponent(url.username)
+  const password = decodeURIComponent(url.password)
+  const bare = new URL(url.href)
+  bare.username = ""
+  bare.password = ""
+  return { url: bare, authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` }
+}
+
+const unreachable = (error: MarathonError | NotFound): boolean =>
+  error._tag === "MarathonError" && (error.reason === "Transport" || error.reason === "Timeout")
+
 export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> =>
   Layer.scoped(Marathon, Effect.gen(function*() {
-    const http = yield* Http.makeHttp(settings)
-    const url = (path: string): string => new URL(path, settings.url).href
+    const given = (Array.isArray(settings.url) ? settings.url : [settings.url]).map(withoutCredentials)
+    const authorization = given.find((entry) => entry.authorization !== undefined)?.authorization
+    const headers = {
+      ...(authorization === undefined ? {} : { authorization }),
+      ...settings.headers // explicit credentials win over the URL's
+    }
+    const http = yield* Http.makeHttp({ ...settings, headers })
+    const bases: Array<URL> = given.map((entry) => entry.url)
+    let current = 0
 
-    const apps = http.send(
-      HttpClientRequest.get(url("/v2/apps")).pipe(HttpClientRequest.setUrlParam("embed", "apps.tasks")),
-      HttpClientResponse.schemaBodyJson(AppsResponse)
-    ).pipe(
-      Effect.map((response) => response.apps),
-      Effect.mapError(Http.mapFailure("apps", marathonError("list apps"))),
-      Effect.catchTag("NotFound", (e) => Effect.fail(new MarathonError({ operation: "list apps", reason: "Status", status: 404, detail: e.message })))
+    /** Tries the Marathon in use, then the others in turn while they are unreachable. */
+    const failover = <A, E extends MarathonError | NotFound>(request: (base: URL) => Effect.Effect<A, E>): Effect.Effect<A, E> => {
+      const attempt = (tried: number): Effect.Effect<A, E> => {
+        const index = (current + tried) % bases.length
+        return request(bases[index]!).pipe(
+          Effect.tap(() => Effect.sync(() => {
+            current = index
+          })),
+          Effect.catchIf(
+            (error) => unreachable(error) && tried + 1 < bases.length,
+            () => attempt(tried + 1)
+          )
+        )
+      }
+      return Effect.suspend(() => attempt(0))
+    }
+    const at = (base: URL, path: string): string => new URL(path, base).href
+
+    const apps = failover((base) =>
+      http.send(
+        HttpClientRequest.get(at(base, "/v2/apps")).pipe(HttpClientRequest.setUrlParam("embed", "apps.tasks")),
+        HttpClientResponse.schemaBodyJson(AppsResponse)
+      ).pipe(
+        Effect.map((response) => response.apps),
+        Effect.mapError(Http.mapFailure("apps", marathonError("list apps"))),
+        Effect.catchTag("NotFound", (e) => Effect.fail(new MarathonError({ operation: "list apps", reason: "Status", status: 404, detail: e.message })))
+      )
     )
 
     const app = (id: AppId) =>
-      http.send(HttpClientRequest.get(url(appPath(id))), HttpClientResponse.schemaBodyJson(AppResponse)).pipe(
-        Effect.map((response) => response.app),
-        Effect.mapError(Http.mapFailure(`app ${id}`, marathonError("read app")))
+      failover((base) =>
+        http.send(HttpClientRequest.get(at(base, appPath(id))), HttpClientResponse.schemaBodyJson(AppResponse)).pipe(
+          Effect.map((response) => response.app),
+          Effect.mapError(Http.mapFailure(`app ${id}`, marathonError("read app")))
+        )
       )
 
     const appTasks = (id: AppId) =>
-      http.send(HttpClientRequest.get(url(appPath(id, "/tasks"))), HttpClientResponse.schemaBodyJson(TasksResponse)).pipe(
-        Effect.map((response) => response.tasks),
-        Effect.mapError(Http.mapFailure(`tasks of app ${id}`, marathonError("list tasks")))
+      failover((base) =>
+        http.send(HttpClientRequest.get(at(base, appPath(id, "/tasks"))), HttpClientResponse.schemaBodyJson(TasksResponse)).pipe(
+          Effect.map((response) => response.tasks),
+          Effect.mapError(Http.mapFailure(`tasks of app ${id}`, marathonError("list tasks")))
+        )
       )
 
-    const eventSubscriptions = http.send(
-      HttpClientRequest.get(url("/v2/eventSubscriptions")),
-      HttpClientResponse.schemaBodyJson(EventSubscriptions)
-    ).pipe(
-      Effect.map((response) => response.callbackUrls),
-      Effect.mapError(Http.mapFailure("event subscriptions", marathonError("list event subscriptions")))
+    const eventSubscriptions = failover((base) =>
+      http.send(
+        HttpClientRequest.get(at(base, "/v2/eventSubscriptions")),
+        HttpClientResponse.schemaBodyJson(EventSubscriptions)
+      ).pipe(
+        Effect.map((response) => response.callbackUrls),
+        Effect.mapError(Http.mapFailure("event subscriptions", marathonError("list event subscriptions")))
+      )
     )
 
     const subscribe = (callbackUrl: string) =>
-      http.send(
-        HttpClientRequest.post(url("/v2/eventSubscriptions")).pipe(HttpClientRequest.setUrlParam("callbackUrl", callbackUrl)),
-        Http.ignoreBody
-      ).pipe(Effect.mapError(Http.mapFailure("event subscriptions", marathonError("subscribe"))))
+      failover((base) =>
+        http.send(
+          HttpClientRequest.post(at(base, "/v2/eventSubscriptions")).pipe(HttpClientRequest.setUrlParam("callbackUrl", callbackUrl)),
+          Http.ignoreBody
+        ).pipe(Effect.mapError(Http.mapFailure("event subscriptions", marathonError("subscribe"))))
+      )
 
-    return Marathon.of({ apps, app, appTasks, eventSubscriptions, subscribe })
+    const eventStream = (eventTypes: ReadonlyArray<string>): Stream.Stream<MarathonStreamEvent, MarathonError> =>
+      Stream.unwrap(
+        failover((base) => {
+          const url = new URL("/v2/events", base)
+          for (const type of eventTypes) url.searchParams.append("event_type", type)
+          url.searchParams.set("plan-format", "light")
+          return http.openStream(
+            HttpClientRequest.get(url.href).pipe(HttpClientRequest.setHeader("accept", "text/event-stream"))
+          ).pipe(Effect.mapError(Http.mapFailure("events", marathonError("open event stream"))))
+        }).pipe(
+          Effect.catchTag("NotFound", (e) => Effect.fail(new MarathonError({ operation: "open event stream", reason: "Status", status: 404, detail: e.message }))),
+          Effect.map((bytes) =>
+            bytes.pipe(
+              Stream.mapError((failure) => marathonError("read event stream")({
+                reason: Http.reasonOf(failure),
+                status: undefined,
+                detail: Http.describeFailure(failure),
+                unreachable: true
+              })),
+              Stream.decodeText(),
+              parseServerSentEvents
+            )
+          )
+        )
+      )
+
+    const followLeader = Effect.gen(function*() {
+      const leader = yield* failover((base) =>
+        http.send(HttpClientRequest.get(at(base, "/v2/leader")), HttpClientResponse.schemaBodyJson(Leader)).pipe(
+          Effect.mapError(Http.mapFailure("leader", marathonError("find leader")))
+        )
+      )
+      const inUse = bases[current]!
+      if (leader.leader === inUse.host) return
+      const next = new URL(inUse.href)
+      next.host = leader.leader
+      const known = bases.findIndex((base) => base.host === next.host)
+      if (known === -1) bases.push(next)
+      current = known === -1 ? bases.length - 1 : known
+      yield* Effect.logInfo("following the Marathon leader").pipe(Effect.annotateLogs({ leader: next.origin }))
+    })
+
+    return Marathon.of({
+      apps,
+      app,
+      appTasks,
+      eventSubscriptions,
+      subscribe,
+      eventStream,
+      followLeader,
+      current: Effect.sync(() => bases[current]!.origin)
+    })
   }))
+
+/** SSE frames out of text chunks (eventsource-parser does the framing: CRLF, comments, multi-line data). */
+export const parseServerSentEvents = <E, R>(text: Stream.Stream<string, E, R>): Stream.Stream<MarathonStreamEvent, E, R> =>
+  Stream.suspend(() => {
+    let pending: Array<MarathonStreamEvent> = []
+    const parser = createParser({
+      onEvent: (event) => {
+        pending.push({ type: event.event ?? "message", data: event.data })
+      }
+    })
+    return text.pipe(
+      Stream.mapConcat((chunk) => {
+        parser.feed(chunk)
+        const out = pending
+        pending = []
+        return out
+      })
+    )
+  })
 
 // --- in memory -----------------------------------------------------------------------------------------
 
@@ -196,7 +332,29 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
             ? Effect.fail(new MarathonError({ operation: "subscribe", reason: "Status", status: 400, detail: "http_callback is not an event subscriber" }))
             : Effect.void
         )
-      )
+      ),
+    eventStream: (eventTypes) =>
+      Stream.unwrap(
+        request("events", "open event stream", Schema.Unknown, () => "open").pipe(
+          Effect.map(() =>
+            Stream.asyncScoped<MarathonStreamEvent>((emit) =>
+              Effect.acquireRelease(
+                Effect.sync(() => {
+                  void emit.single({ type: "event_stream_attached", data: JSON.stringify({ eventType: "event_stream_attached" }) })
+                  return store.listen((event) => {
+                    if (eventTypes.length === 0 || eventTypes.includes(event.eventType)) {
+                      void emit.single({ type: event.eventType, data: JSON.stringify(event) })
+                    }
+                  })
+                }),
+                (unlisten) => Effect.sync(unlisten)
+              )
+            )
+          )
+        )
+      ),
+    followLeader: request("leader", "find leader", Schema.Unknown, () => "leader").pipe(Effect.asVoid),
+    current: Effect.succeed("memory://marathon")
   })
 }
 

@@ -4,7 +4,8 @@ import { Consul, makeConsulMemory } from "../../src/services/Consul.js"
 import { ConsulStore } from "../../src/services/ConsulStore.js"
 import { Marathon, makeMarathonMemory } from "../../src/services/Marathon.js"
 import { MarathonStore } from "../../src/services/MarathonStore.js"
-import { periodicSync, subscribeCallback } from "../../src/programs/Daemon.js"
+import { periodicSync } from "../../src/programs/Daemon.js"
+import { subscribeForever } from "../../src/programs/EventSource.js"
 import type { DaemonSettings } from "../../src/programs/Daemon.js"
 import { LedgerLive } from "../../src/programs/Ledger.js"
 import { TopologyLive } from "../../src/programs/Topology.js"
@@ -22,6 +23,7 @@ const settings = (overrides: Partial<DaemonSettings> = {}): DaemonSettings => ({
   host: "10.1.2.3",
   port: 7000,
   syncInterval: 30,
+  events: "callback",
   ...overrides
 })
 
@@ -44,7 +46,7 @@ describe("the callback subscription", () => {
   it.effect("subscribes exactly <scheme>://<host>:<port>/events?registration=<regid>", () =>
     Effect.gen(function*() {
       const { marathon, layer } = memory()
-      yield* subscribeCallback(settings({ registrationId: "blue" })).pipe(Effect.provide(layer))
+      yield* subscribeForever(settings({ registrationId: "blue" })).pipe(Effect.provide(layer))
       expect(marathon.subscriptions).toEqual(["http://10.1.2.3:7000/events?registration=blue"])
     }))
 
@@ -52,7 +54,7 @@ describe("the callback subscription", () => {
     Effect.gen(function*() {
       const { marathon, layer } = memory()
       marathon.subscriptions.push("http://10.1.2.3:7000/events?registration=consular")
-      yield* subscribeCallback(settings()).pipe(Effect.provide(layer))
+      yield* subscribeForever(settings()).pipe(Effect.provide(layer))
       expect(marathon.requestLog.filter((op) => op === "subscribe")).toEqual([])
       expect(marathon.subscriptions).toHaveLength(1)
     }))
@@ -61,7 +63,7 @@ describe("the callback subscription", () => {
     Effect.gen(function*() {
       const { marathon, layer } = memory()
       marathon.fault = { _tag: "Refuse" }
-      const fiber = yield* Effect.fork(subscribeCallback(settings()).pipe(Effect.provide(layer)))
+      const fiber = yield* Effect.fork(subscribeForever(settings()).pipe(Effect.provide(layer)))
       yield* TestClock.adjust("10 minutes")
       expect(marathon.subscriptions).toEqual([])
       expect(fiber.unsafePoll()).toBeNull()
