@@ -1,0 +1,130 @@
+import { HttpRouter, HttpServerResponse } from "@effect/platform"
+import { Cause, Clock, Context, Effect, Exit, Layer, Option, Ref } from "effect"
+import { ConsulError, MarathonError } from "../domain/Errors.js"
+import type { UpstreamError } from "../domain/Errors.js"
+import { Metrics } from "../services/Metrics.js"
+import type { MetricsService, SyncCounts } from "../services/Metrics.js"
+import type { DecodedEvent, EventOutcome } from "./Events.js"
+
+/**
+ * The operations endpoints: `GET /health` (the process serves), `GET /ready` (consul is being kept in sync:
+ * a first pass succeeded and events arrive) and `GET /metrics` (Prometheus text). They share the event
+ * receiver's server, so a load balancer or an orchestrator probes the very listener Marathon calls back.
+ */
+
+export interface ReadinessSettings {
+  /**
+   * false when periodic sync is off (`--sync-interval 0`): no pass may ever run, so only the event source
+   * decides readiness.
+   */
+  readonly requireSync: boolean
+}
+
+export type ReadyState =
+  | { readonly ready: true }
+  | { readonly ready: false; readonly reason: string }
+
+export interface ReadinessService {
+  /** A sync pass returned its report; readiness never goes back on it (later failures show in the metrics). */
+  readonly syncSucceeded: Effect.Effect<void>
+  /** The event source came up (callback subscribed, SSE stream attached) or went down. */
+  readonly eventSourceConnected: (connected: boolean) => Effect.Effect<void>
+  readonly state: Effect.Effect<ReadyState>
+}
+
+export class Readiness extends Context.Tag("consular/Readiness")<Readiness, ReadinessService>() {}
+
+export const makeReadiness = (settings: ReadinessSettings): Effect.Effect<ReadinessService> =>
+  Effect.gen(function*() {
+    const synced = yield* Ref.make(false)
+    const connected = yield* Ref.make(false)
+    const state = Effect.map(Effect.all([Ref.get(synced), Ref.get(connected)]), ([hasSynced, isConnected]): ReadyState => {
+      const missing: Array<string> = []
+      if (settings.requireSync && !hasSynced) missing.push("no successful sync yet")
+      if (!isConnected) missing.push("event source not connected")
+      return missing.length === 0 ? { ready: true } : { ready: false, reason: missing.join("; ") }
+    })
+    return Readiness.of({
+      syncSucceeded: Ref.set(synced, true),
+      eventSourceConnected: (up) => Ref.set(connected, up),
+      state
+    })
+  })
+
+export const ReadinessLive = (settings: ReadinessSettings): Layer.Layer<Readiness> =>
+  Layer.effect(Readiness, makeReadiness(settings))
+
+const json = (body: unknown, status: number) => HttpServerResponse.unsafeJson(body, { status })
+
+/** The three routes over the given services; concat them with the event routes before any catch-all. */
+export const operationsRoutes = (readiness: ReadinessService, metrics: MetricsService): HttpRouter.HttpRouter =>
+  HttpRouter.empty.pipe(
+    HttpRouter.get("/health", Effect.succeed(json({ status: "ok" }, 200))),
+    HttpRouter.get("/ready", Effect.map(readiness.state, (state) =>
+      state.ready
+        ? json({ status: "ready" }, 200)
+        : json({ status: "not ready", reason: state.reason }, 503))),
+    HttpRouter.get("/metrics", Effect.map(metrics.exposition, ({ body, contentType }) =>
+      HttpServerResponse.text(body, { contentType })))
+  )
+
+/** `operationsRoutes` over the services in context. */
+export const operationsApp: Effect.Effect<HttpRouter.HttpRouter, never, Readiness | Metrics> = Effect.map(
+  Effect.all([Readiness, Metrics]),
+  ([readiness, metrics]) => operationsRoutes(readiness, metrics)
+)
+
+const isUpstreamError = (error: unknown): error is UpstreamError =>
+  error instanceof ConsulError || error instanceof MarathonError
+
+const secondsSince = (start: bigint) =>
+  Effect.map(Clock.currentTimeNanos, (now) => Number(now - start) / 1e9)
+
+/**
+ * A sync pass with its metrics and readiness: a report is an "ok" pass (and makes the daemon ready for sync),
+ * a failure a "failed" one with its upstream counted. An interrupted pass (shutdown) records nothing.
+ * Usage: `syncOnce(settings).pipe(observeSync)`.
+ */
+export const observeSync = <A extends SyncCounts, E, R>(pass: Effect.Effect<A, E, R>): Effect.Effect<A, E, R | Metrics | Readiness> =>
+  Effect.gen(function*() {
+    const metrics = yield* Metrics
+    const readiness = yield* Readiness
+    const start = yield* Clock.currentTimeNanos
+    return yield* pass.pipe(
+      Effect.onExit((exit) =>
+        Effect.flatMap(secondsSince(start), (seconds) => {
+          if (Exit.isSuccess(exit)) return Effect.zipRight(metrics.syncSucceeded(exit.value, seconds), readiness.syncSucceeded)
+          if (Cause.isInterruptedOnly(exit.cause)) return Effect.void
+          const error = Option.filter(Cause.failureOption(exit.cause), isUpstreamError)
+          return metrics.syncFailed(seconds, Option.getOrUndefined(error))
+        }))
+    )
+  })
+
+/**
+ * The handling of one decoded event with its metrics: counted by type and task state with its latency, a
+ * registration or deregistration it made, and the upstream of a failure. An interrupted one records nothing.
+ * Usage in the route: `observeEvent(decoded, handler.handle(decoded))`.
+ */
+export const observeEvent = <E, R>(decoded: DecodedEvent, handling: Effect.Effect<EventOutcome, E, R>): Effect.Effect<EventOutcome, E, R | Metrics> =>
+  Effect.gen(function*() {
+    const metrics = yield* Metrics
+    const start = yield* Clock.currentTimeNanos
+    const [eventType, taskState] = decoded._tag === "StatusUpdate"
+      ? [decoded.event.eventType, decoded.event.taskStatus]
+      : [decoded.eventType, undefined]
+    return yield* handling.pipe(
+      Effect.onExit((exit) =>
+        Effect.flatMap(secondsSince(start), (seconds): Effect.Effect<void> => {
+          if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) return Effect.void
+          const recorded = metrics.event(eventType, taskState, seconds)
+          if (Exit.isSuccess(exit)) {
+            if (exit.value === "registered") return Effect.zipRight(recorded, metrics.registered())
+            if (exit.value === "deregistered") return Effect.zipRight(recorded, metrics.deregistered())
+            return recorded
+          }
+          const error = Option.filter(Cause.failureOption(exit.cause), isUpstreamError)
+          return Option.match(error, { onNone: () => recorded, onSome: (e) => Effect.zipRight(recorded, metrics.upstreamError(e)) })
+        }))
+    )
+  })
