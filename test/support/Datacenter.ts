@@ -23,20 +23,39 @@ export interface Datacenter {
 
 export const agents = ["127.0.0.1", "127.0.0.2", "127.0.0.3"] as const
 
-export const makeDatacenter = (options: { readonly addresses?: ReadonlyArray<string>; readonly timeout?: number } = {}) =>
+export interface DatacenterOptions {
+  readonly addresses?: ReadonlyArray<string>
+  readonly timeout?: number
+  /** default-deny Consul: every request needs this ACL token (the services layer sends it) */
+  readonly consulToken?: string
+  /** both servers over TLS with this certificate (the services layer trusts `ca`) */
+  readonly tls?: { readonly cert: string; readonly key: string; readonly ca: string }
+  readonly marathonAuth?: { readonly basicAuth?: { readonly user: string; readonly password: string }; readonly token?: string }
+}
+
+export const makeDatacenter = (options: DatacenterOptions = {}) =>
   Effect.gen(function*() {
     const consul = new ConsulStore("127.0.0.1")
     consul.addAgent("127.0.0.1", "main")
     const marathon = new MarathonStore()
-    const consulServer = yield* serveConsul(consul, { addresses: options.addresses ?? agents })
-    const marathonServer = yield* serveMarathon(marathon, { address: "127.0.0.1" })
+    const tls = options.tls === undefined ? undefined : { cert: options.tls.cert, key: options.tls.key }
+    const consulServer = yield* serveConsul(consul, { addresses: options.addresses ?? agents, requiredToken: options.consulToken, tls })
+    const marathonServer = yield* serveMarathon(marathon, { address: "127.0.0.1", tls, ...options.marathonAuth })
     const consulUrl = new URL(consulServer.url("127.0.0.1"))
     const marathonUrl = new URL(marathonServer.url)
     const timeout = `${options.timeout ?? 500} millis` as const
     // built once, so that every program in a test shares one ledger and topology, as in the daemon
     const built = yield* Layer.build(Layer.mergeAll(
-      ConsulLive({ url: consulUrl, timeout, retries: 2, retryBase: "5 millis", fallbackTimeout: timeout }),
-      MarathonLive({ url: marathonUrl, timeout, retries: 2, retryBase: "5 millis" }),
+      ConsulLive({
+        url: consulUrl,
+        timeout,
+        retries: 2,
+        retryBase: "5 millis",
+        fallbackTimeout: timeout,
+        headers: options.consulToken === undefined ? {} : { "x-consul-token": options.consulToken },
+        tls: options.tls === undefined ? undefined : { ca: options.tls.ca }
+      }),
+      MarathonLive({ url: marathonUrl, timeout, retries: 2, retryBase: "5 millis", tls: options.tls === undefined ? undefined : { ca: options.tls.ca } }),
       LedgerLive,
       TopologyLive(consulUrl)
     ))

@@ -14,10 +14,14 @@ export interface Finished {
 }
 
 /** Runs the CLI to completion, killed after `timeoutMs` at the latest. */
-export const runCli = (args: ReadonlyArray<string>, timeoutMs = 20_000) =>
+export const runCli = (args: ReadonlyArray<string>, options: { readonly timeoutMs?: number; readonly env?: Record<string, string> } = {}) =>
   Effect.promise(() =>
     new Promise<Finished>((resolve) => {
-      const child = spawn(process.execPath, [mainJs, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      const timeoutMs = options.timeoutMs ?? 20_000
+      const child = spawn(process.execPath, [mainJs, ...args], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, ...options.env }
+      })
       let stdout = ""
       let stderr = ""
       child.stdout.on("data", (chunk) => (stdout += chunk))
