@@ -7,7 +7,8 @@ import { readFileSync } from "node:fs"
 import { ConsulLive } from "./services/Consul.js"
 import { LoggerLive } from "./services/Logger.js"
 import { MarathonLive } from "./services/Marathon.js"
-import { runDaemon } from "./programs/Daemon.js"
+import { daemonObservability, runDaemon } from "./programs/Daemon.js"
+import type { DaemonSettings } from "./programs/Daemon.js"
 import { LedgerLive } from "./programs/Ledger.js"
 import { TopologyLive } from "./programs/Topology.js"
 import { planLines, summaryLines, syncOnce } from "./programs/Sync.js"
@@ -241,8 +242,8 @@ const reportUsage = <A, E, R>(effect: Effect.Effect<A, E | UsageError, R>) =>
     (error) => Console.error(error.message).pipe(Effect.zipRight(Effect.fail(error)))
   ))
 
-const runHandler = (o: DaemonOptions) =>
-  runDaemon({
+const runHandler = (o: DaemonOptions) => {
+  const settings: DaemonSettings = {
     ...syncSettings(o),
     scheme: o.scheme,
     host: o.host,
@@ -251,7 +252,12 @@ const runHandler = (o: DaemonOptions) =>
     maxEventBytes: o.maxEventBytes,
     events: o.events,
     eventsSecret: Option.getOrUndefined(o.eventsSecretFile)
-  }).pipe(Effect.provide(Layer.merge(servicesLive(o), loggerLive(o, false))), reportUsage)
+  }
+  return runDaemon(settings).pipe(
+    Effect.provide(Layer.mergeAll(servicesLive(o), daemonObservability(settings), loggerLive(o, false))),
+    reportUsage
+  )
+}
 
 // Invoked with no subcommand, consular runs the daemon, as the Python CLI did.
 const consular = Command.make("consular", daemonOptions, runHandler)

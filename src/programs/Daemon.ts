@@ -9,6 +9,8 @@ import type { EventSettings } from "./Events.js"
 import { syncOnce } from "./Sync.js"
 import type { SyncSettings } from "./Sync.js"
 import { runEventSource } from "./EventSource.js"
+import { Metrics, MetricsLive } from "../services/Metrics.js"
+import { observeEvent, observeSync, operationsApp, Readiness, ReadinessLive } from "./Operations.js"
 import type { EventSourceHooks, EventSourceSettings } from "./EventSource.js"
 
 /**
@@ -21,9 +23,10 @@ export interface DaemonSettings extends EventSettings, SyncSettings, EventSource
   readonly syncInterval: number
 }
 
-/** One pass whose failure is logged, not raised: the loops that run it must go on. */
+/** One pass, measured, whose failure is logged, not raised: the loops that run it must go on. */
 const loggedPass = (settings: DaemonSettings) =>
   syncOnce(settings).pipe(
+    observeSync,
     Effect.asVoid,
     Effect.catchAll((error) => Effect.logError("sync failed").pipe(Effect.annotateLogs({ error: error.message }))),
     Effect.annotateLogs("job", "sync")
@@ -33,7 +36,7 @@ const loggedPass = (settings: DaemonSettings) =>
 export const periodicSync = (settings: DaemonSettings, pass: Effect.Effect<void, never, SyncRequirements> = loggedPass(settings)) =>
   pass.pipe(Effect.repeat(Schedule.fixed(Duration.seconds(settings.syncInterval))), Effect.asVoid)
 
-type SyncRequirements = Effect.Effect.Context<ReturnType<typeof syncOnce>>
+type SyncRequirements = Effect.Effect.Context<ReturnType<typeof syncOnce>> | Metrics | Readiness
 
 const notFound = HttpServerResponse.unsafeJson({ error: "not found" }, { status: 404 })
 const unauthorized = HttpServerResponse.unsafeJson({ error: "unauthorized", detail: "missing or wrong secret" }, { status: 401 })
@@ -56,22 +59,43 @@ const requireSecret = (secret: string | undefined) => <E, R>(app: Effect.Effect<
     return yield* app
   })
 
-/** The daemon's HTTP app: events, `GET /`, JSON 404s for the rest. */
-export const appFor = (settings: DaemonSettings, handler: EventHandler) =>
+/** The daemon's HTTP app: events, `GET /`, /health, /ready, /metrics, JSON 404s for the rest. */
+export const appFor = (settings: DaemonSettings, handler: EventHandler, operations: HttpRouter.HttpRouter) =>
   eventRoutes(handler, settings).pipe(
+    HttpRouter.concat(operations),
     HttpRouter.all("*", Effect.succeed(notFound)),
     requireSecret(settings.eventsSecret)
   )
 
-export const daemonApp = (settings: DaemonSettings) => Effect.map(makeEventHandler(settings), (handler) => appFor(settings, handler))
+/** Every event, from callbacks or the stream, counted and timed. */
+const measuredHandler = (handler: EventHandler) =>
+  Effect.map(Effect.context<Metrics>(), (context): EventHandler => ({
+    ...handler,
+    handle: (decoded) => observeEvent(decoded, handler.handle(decoded)).pipe(Effect.provide(context))
+  }))
+
+/** Whether /ready waits for a first sync: only when some pass is going to run. */
+const readinessSettings = (settings: DaemonSettings) => ({ requireSync: settings.syncInterval > 0 || settings.events === "sse" })
+
+/** The app as the daemon serves it, with its own metrics and readiness: for tests. */
+export const daemonApp = (settings: DaemonSettings) =>
+  Effect.gen(function*() {
+    const handler = yield* measuredHandler(yield* makeEventHandler(settings))
+    return appFor(settings, handler, yield* operationsApp)
+  }).pipe(Effect.provide(Layer.merge(MetricsLive, ReadinessLive(readinessSettings(settings)))))
+
+/** The metrics and readiness of one daemon. */
+export const daemonObservability = (settings: DaemonSettings) => Layer.merge(MetricsLive, ReadinessLive(readinessSettings(settings)))
 
 export const serveLayer = (settings: Pick<DaemonSettings, "host" | "port">) =>
   NodeHttpServer.layer(() => createServer(), { host: settings.host, port: settings.port })
 
 export const runDaemon = (settings: DaemonSettings) =>
   Effect.gen(function*() {
-    const handler = yield* makeEventHandler(settings)
-    const app = appFor(settings, handler)
+    const handler = yield* measuredHandler(yield* makeEventHandler(settings))
+    const app = appFor(settings, handler, yield* operationsApp)
+    const metrics = yield* Metrics
+    const readiness = yield* Readiness
     const server = HttpServer.serve(app).pipe(
       HttpServer.withLogAddress,
       Layer.provide(serveLayer(settings)),
@@ -84,8 +108,18 @@ export const runDaemon = (settings: DaemonSettings) =>
     const hooks: EventSourceHooks = {
       handler,
       resync: Effect.provide(pass, context),
-      connected: (source) => Effect.logInfo("event source connected").pipe(Effect.annotateLogs({ source })),
-      disconnected: () => Effect.void
+      connected: (source) =>
+        Effect.all([
+          Effect.logInfo("event source connected").pipe(Effect.annotateLogs({ source })),
+          readiness.eventSourceConnected(true),
+          metrics.eventSourceConnected(source, true)
+        ], { discard: true }),
+      disconnected: (source) =>
+        Effect.all([
+          readiness.eventSourceConnected(false),
+          metrics.eventSourceConnected(source, false),
+          metrics.eventSourceReconnected(source)
+        ], { discard: true })
     }
     yield* Effect.all([
       server,

@@ -7,6 +7,7 @@ import { serveMarathon } from "../../src/embedded/MarathonServer.js"
 import { makeDatacenter } from "../support/Datacenter.js"
 import { statusUpdate } from "../support/Daemon.js"
 import { makePki } from "../support/Pki.js"
+import { parsePrometheus } from "../support/Prometheus.js"
 import { eventually, freePort, runCli, startCli } from "../support/Process.js"
 
 const secretFile = (contents: string) => {
@@ -162,6 +163,40 @@ describe("the callback secret", () => {
       expect(accepted.status).toBe(200)
       expect(dc.consul.services("127.0.0.2").has("web.1")).toBe(true)
       expect(daemon.output()).not.toContain("s3cr3t-x")
+      expect(yield* daemon.stop()).toBe(0)
+    }))
+})
+
+describe("operations endpoints", () => {
+  it.scopedLive("/health, /ready before and after the first sync, /metrics after a known sequence of events", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter()
+      dc.marathon.setTask("/web", { id: "web.1", host: "127.0.0.2", ports: [1] }, false)
+      const marathonPort = yield* freePort()
+      const port = yield* freePort()
+      const base = `http://127.0.0.1:${port}`
+      // Marathon is down at first: the daemon serves, but is not ready
+      const daemon = yield* startCli(["run", "--host", "127.0.0.1", "--port", `${port}`, "--consul", dc.consulUrl.href,
+        "--marathon", `http://127.0.0.1:${marathonPort}`, "--sync-interval", "1", "--events", "callback", "--timeout", "0.3"])
+      yield* eventually("/health", async () => (await fetch(`${base}/health`)).status === 200)
+      const notReady = yield* Effect.promise(() => fetch(`${base}/ready`))
+      expect(notReady.status).toBe(503)
+      expect(yield* Effect.promise(() => notReady.json())).toMatchObject({ status: "not ready" })
+      yield* serveMarathon(dc.marathon, { address: "127.0.0.1", port: marathonPort })
+      yield* eventually("/ready", async () => (await fetch(`${base}/ready`)).status === 200, 20_000)
+      const post = (body: object) => Effect.promise(() => fetch(`${base}/events`, { method: "POST", body: JSON.stringify(body) }))
+      expect((yield* post(statusUpdate({ taskId: "web.2", taskStatus: "TASK_RUNNING", appId: "/web", host: "127.0.0.2" }))).status).toBe(200)
+      expect((yield* post(statusUpdate({ taskId: "web.2", taskStatus: "TASK_KILLED", appId: "/web", host: "127.0.0.2" }))).status).toBe(200)
+      expect((yield* post({ eventType: "deployment_success" })).status).toBe(200)
+      const text = yield* Effect.promise(async () => (await fetch(`${base}/metrics`)).text())
+      const exposition = parsePrometheus(text)
+      const sample = (name: string, labels: Record<string, string>) => exposition.value(name, labels)
+      expect(sample("consular_events_total", { event_type: "status_update_event", task_state: "TASK_RUNNING" })).toBe(1)
+      expect(sample("consular_events_total", { event_type: "status_update_event", task_state: "TASK_KILLED" })).toBe(1)
+      expect(sample("consular_events_total", { event_type: "deployment_success", task_state: "" })).toBe(1)
+      expect(sample("consular_sync_passes_total", { outcome: "ok" })).toBeGreaterThanOrEqual(1)
+      expect(sample("consular_event_source_connected", { source: "callback" })).toBe(1)
+      expect(exposition.types.has("process_resident_memory_bytes")).toBe(true)
       expect(yield* daemon.stop()).toBe(0)
     }))
 })

@@ -4,7 +4,7 @@ import { Consul, makeConsulMemory } from "../../src/services/Consul.js"
 import { ConsulStore } from "../../src/services/ConsulStore.js"
 import { Marathon, makeMarathonMemory } from "../../src/services/Marathon.js"
 import { MarathonStore } from "../../src/services/MarathonStore.js"
-import { periodicSync } from "../../src/programs/Daemon.js"
+import { daemonObservability, periodicSync } from "../../src/programs/Daemon.js"
 import { subscribeForever } from "../../src/programs/EventSource.js"
 import type { DaemonSettings } from "../../src/programs/Daemon.js"
 import { LedgerLive } from "../../src/programs/Ledger.js"
@@ -37,7 +37,8 @@ const memory = () => {
     Layer.succeed(Consul, makeConsulMemory(consul, { retries: 0 })),
     Layer.succeed(Marathon, makeMarathonMemory(marathon, { retries: 0 })),
     LedgerLive,
-    TopologyLive(consulUrl)
+    TopologyLive(consulUrl),
+    daemonObservability(settings())
   )
   return { consul, marathon, layer }
 }
