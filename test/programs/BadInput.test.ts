@@ -1,5 +1,5 @@
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Effect, Either, FastCheck as fc, Schema } from "effect"
+import { Effect, Either, FastCheck as fc, Layer, Logger, LogLevel, Schema } from "effect"
 import { Host, isTerminal, KnownEventType, StatusUpdateEvent, TaskState } from "../../src/domain/MarathonApi.js"
 import { makeDatacenter } from "../support/Datacenter.js"
 import { sendEvent, serveDaemon, statusUpdate, streamEvent, TestDaemon, TestDaemonLive } from "../support/Daemon.js"
@@ -369,7 +369,10 @@ const checkOne = (text: string, send: Effect.Effect<Answer>) =>
     if (expected.status === 400) expect(dc.consul.requests).toBe(requests)
   })
 
-layer(TestDaemonLive(), { excludeTestServices: true })("property: POST /events with arbitrary input", (it) => {
+// thousands of refusals, each logged as a warning: only errors are worth logging here
+const QuietDaemon = TestDaemonLive().pipe(Layer.provide(Logger.minimumLogLevel(LogLevel.Error)))
+
+layer(QuietDaemon, { excludeTestServices: true })("property: POST /events with arbitrary input", (it) => {
   const runs = { fastCheck: { numRuns: 1000 } }
 
   it.effect("seeds an app, so that valid RUNNING events also write labels", () =>
