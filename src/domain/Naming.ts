@@ -40,7 +40,8 @@ export const registration = (
     Address: task.host,
     Tags: [regIdTag(registrationId), appIdTag(app)]
   }
-  return task.ports.length === 0 ? base : { ...base, Port: Math.min(...task.ports) }
+  // a fold, not Math.min(...ports): spreading a long list (an event may carry 100,000 ports) overflows the stack
+  return task.ports.length === 0 ? base : { ...base, Port: task.ports.reduce((low, port) => Math.min(low, port)) }
 }
 
 /** Every key consular writes lives below this prefix; nothing outside it is ever touched. */
