@@ -10,6 +10,8 @@ import type { Answer } from "../support/Daemon.js"
  * JSON object body naming the problem, reaches neither Consul nor Marathon, and the daemon keeps serving.
  */
 
+const MiB = 1024 * 1024
+
 const ours = (app: string) => ["consular-reg-id=consular", `consular-app-id=${app}`]
 
 /** A complete, valid RUNNING event: the one input below that must write. */
@@ -105,7 +107,7 @@ const expectStillServing = (taskId: string) =>
     })
   })
 
-layer(TestDaemonLive(), { excludeTestServices: true })("malformed events get a JSON 4xx, touch nothing, and the daemon serves on", (it) => {
+layer(TestDaemonLive(), { excludeTestServices: true })("malformed or unusual events: a JSON 4xx for what cannot be applied, nothing touched, the daemon serves on", (it) => {
   badCases.forEach((bad, i) => {
     it.effect(bad.name, () =>
       Effect.gen(function*() {
@@ -151,6 +153,17 @@ layer(TestDaemonLive(), { excludeTestServices: true })("malformed events get a J
       expect(dc.consul.writes).toBe(0)
     }))
 
+  it.effect("a valid event with a huge ports list (150,000 ports, under 1 MiB) is applied, not a crash", () =>
+    Effect.gen(function*() {
+      const { dc, daemon } = yield* TestDaemon
+      const ports = Array.from({ length: 150_000 }, (_, i) => 40_000 + (i % 20_000))
+      const body = json({ ...running("many-ports.1"), ports })
+      expect(body.length).toBeLessThan(MiB)
+      const answer = yield* sendEvent(daemon.base, body, { "content-type": "application/json" })
+      expect(answer.status, answer.text).toBe(200)
+      expect(dc.consul.services("127.0.0.2").get("many-ports.1")?.Port).toBe(40_000)
+    }))
+
   for (const [name, headers] of [
     ["text/plain", { "content-type": "text/plain" }],
     ["no Content-Type at all", {}],
@@ -181,8 +194,6 @@ layer(TestDaemonLive(), { excludeTestServices: true })("malformed events get a J
 })
 
 // --- bodies over the limit ------------------------------------------------------------------------------
-
-const MiB = 1024 * 1024
 
 /** A valid RUNNING event padded with an ignored field to exactly `size` bytes. */
 const paddedEvent = (taskId: string, size: number): string => {
