@@ -258,7 +258,8 @@ describe("bodies over --max-event-bytes are refused with 413 without being buffe
       }).pipe(Effect.timeout("10 seconds"))
       expectTooLarge(answer)
       expect(answer.closedByServer).toBe(true)
-      expect(answer.sentBeforeAnswer).toBeGreaterThan(MiB)
+      // the server read up to the limit first (one piece may still be in flight on the client's count)
+      expect(answer.sentBeforeAnswer).toBeGreaterThan(MiB - 64 * 1024)
       expect(dc.consul.requests).toBe(0)
       const after = yield* daemon.post(running("chunked.1"))
       expect(after.status).toBe(200)
@@ -273,7 +274,7 @@ describe("bodies over --max-event-bytes are refused with 413 without being buffe
       const answer = yield* streamEvent(daemon.base, { pieces: pieces(200, 100) }).pipe(Effect.timeout("10 seconds"))
       expectTooLarge(answer)
       expect(answer.closedByServer).toBe(true)
-      expect(answer.sentBeforeAnswer).toBeGreaterThan(2048)
+      expect(answer.sentBeforeAnswer).toBeGreaterThan(2048 - 100)
       expect(dc.consul.requests).toBe(0)
       // a chunked event under the limit is read whole and applied
       const small = new TextEncoder().encode(json(running("slow.1")))

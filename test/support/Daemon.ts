@@ -97,7 +97,7 @@ export const sendEvent = (base: string, body: string | Uint8Array, headers: Reco
 
 export interface StreamedAnswer extends Answer {
   readonly headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
-  /** body bytes the client had handed to the socket when the answer arrived */
+  /** body bytes the client had handed to the socket when the answer arrived (at most one piece short of what the server got) */
   readonly sentBeforeAnswer: number
   /** the server closed the connection after answering (the client never ended its request) */
   readonly closedByServer: boolean
