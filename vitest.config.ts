@@ -26,7 +26,8 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     environment: "node",
-    testTimeout: 30_000,
+    // generous: the CLI tests start node processes, which a loaded 2-core machine makes slow
+    testTimeout: 60_000,
     hookTimeout: 30_000,
     reporters: ["default", plainSummary],
     // the programs log as they work; CONSULAR_TEST_LOGS=1 shows those lines

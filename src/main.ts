@@ -9,6 +9,7 @@ import { LoggerLive } from "./services/Logger.js"
 import { MarathonLive } from "./services/Marathon.js"
 import { daemonObservability, runDaemon } from "./programs/Daemon.js"
 import type { DaemonSettings } from "./programs/Daemon.js"
+import { runDemo } from "./programs/Demo.js"
 import { LedgerLive } from "./programs/Ledger.js"
 import { TopologyLive } from "./programs/Topology.js"
 import { planLines, summaryLines, syncOnce } from "./programs/Sync.js"
@@ -254,6 +255,10 @@ const runHandler = (o: DaemonOptions) => {
     eventsSecret: Option.getOrUndefined(o.eventsSecretFile)
   }
   return runDaemon(settings).pipe(
+    Effect.catchTag("ServeError", (error) =>
+      Console.error(`consular: cannot listen on ${o.host}:${o.port}: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`).pipe(
+        Effect.zipRight(Effect.fail(error))
+      )),
     Effect.provide(Layer.mergeAll(servicesLive(o), daemonObservability(settings), loggerLive(o, false))),
     reportUsage
   )
@@ -282,7 +287,11 @@ const sync = Command.make("sync", { ...commonOptions, dryRun }, (o) =>
   }).pipe(Effect.provide(Layer.merge(servicesLive(o), loggerLive(o, true))), reportUsage)
 ).pipe(Command.withDescription("one pass: make Consul match Marathon, print a summary, exit"))
 
-const cli = Command.run(consular.pipe(Command.withSubcommands([run, sync])), {
+const demo = Command.make("demo", {}, () => runDemo).pipe(
+  Command.withDescription("start an embedded Marathon and Consul on loopback and show consular at work")
+)
+
+const cli = Command.run(consular.pipe(Command.withSubcommands([run, sync, demo])), {
   name: "consular",
   version: "0.1.0"
 })

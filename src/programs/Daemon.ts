@@ -87,8 +87,23 @@ export const daemonApp = (settings: DaemonSettings) =>
 /** The metrics and readiness of one daemon. */
 export const daemonObservability = (settings: DaemonSettings) => Layer.merge(MetricsLive, ReadinessLive(readinessSettings(settings)))
 
+/** Requests Node cannot even parse (a bad request line, a bad Content-Length) still get a JSON answer. */
+export const nodeServer = () => {
+  const server = createServer()
+  server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy()
+    const status = error.code === "HPE_HEADER_OVERFLOW" ? 431 : 400
+    const body = JSON.stringify({ error: "bad request", detail: error.code ?? "unparseable HTTP request" })
+    socket.end(
+      `HTTP/1.1 ${status} ${status === 431 ? "Request Header Fields Too Large" : "Bad Request"}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+    )
+  })
+  return server
+}
+
 export const serveLayer = (settings: Pick<DaemonSettings, "host" | "port">) =>
-  NodeHttpServer.layer(() => createServer(), { host: settings.host, port: settings.port })
+  NodeHttpServer.layer(nodeServer, { host: settings.host, port: settings.port })
 
 export const runDaemon = (settings: DaemonSettings) =>
   Effect.gen(function*() {

@@ -1,5 +1,5 @@
 import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { Context, Duration, Effect, Layer, Schedule } from "effect"
+import { Context, Duration, Effect, Layer } from "effect"
 import { AgentServices, CatalogNodes, KvEntries, KvKeys, Registration, TxnOperations } from "../domain/ConsulApi.js"
 import type { AgentService, CatalogNode, TxnOperation } from "../domain/ConsulApi.js"
 import { ConsulError, NotFound } from "../domain/Errors.js"
@@ -207,7 +207,6 @@ export interface ConsulMemorySettings {
   readonly retryBase?: Duration.DurationInput | undefined
 }
 
-const retryableStatus = new Set([408, 429, 500, 502, 503, 504])
 
 /**
  * Consul in memory, behaving as `ConsulLive` does against a real Consul: same errors and reasons, a hanging
@@ -215,7 +214,7 @@ const retryableStatus = new Set([408, 429, 500, 502, 503, 504])
  */
 export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySettings = {}) => {
   const timeout = settings.timeout ?? "5 seconds"
-  const backoff = Schedule.exponential(settings.retryBase ?? "100 millis", 2).pipe(Schedule.jittered)
+  const backoff = Http.retrySchedule(settings)
   const request = <A>(
     agent: string,
     operation: ConsulOperation,
@@ -249,7 +248,7 @@ export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySetti
       while: (error) =>
         error.reason === "Transport" || error.reason === "Timeout"
           ? options?.fallbackMode !== true
-          : error.reason === "Status" && error.status !== undefined && retryableStatus.has(error.status)
+          : error.reason === "Status" && error.status !== undefined && Http.isTransientStatus(error.status)
     }))
   }
   const main = () => settings.main ?? store.main

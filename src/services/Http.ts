@@ -42,7 +42,18 @@ export interface HttpSettings {
 
 export type HttpFailure = HttpClientError.HttpClientError | Cause.TimeoutException | ParseResult.ParseError
 
-const transientStatus = new Set([408, 429, 500, 502, 503, 504])
+/** The statuses that say "try again later"; every other 4xx is final. */
+const transientStatus = new Set([429, 500, 502, 503, 504])
+export const isTransientStatus = (status: number): boolean => transientStatus.has(status)
+
+/** The one retry delay: exponential from `retryBase`, doubled per retry, jittered, capped at `retryCap`. */
+export const retrySchedule = (settings: Pick<HttpSettings, "retryBase" | "retryCap">) => {
+  const cap = Duration.toMillis(settings.retryCap ?? "2 seconds")
+  return Schedule.exponential(settings.retryBase ?? "100 millis", 2).pipe(
+    Schedule.jittered,
+    Schedule.modifyDelay((delay) => Duration.millis(Math.min(Duration.toMillis(delay), cap)))
+  )
+}
 
 /** Worth another try: the connection failed, no answer in time, or a status that says "later". Never a 4xx. */
 export const isTransient = (failure: HttpFailure): boolean => {
@@ -183,12 +194,7 @@ export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, 
       HttpClient.mapRequest((request) => request.pipe(HttpClientRequest.acceptJson, HttpClientRequest.setHeaders(headers))),
       HttpClient.filterStatusOk
     )
-    const base = settings.retryBase ?? "100 millis"
-    const cap = Duration.toMillis(settings.retryCap ?? "2 seconds")
-    const backoff = Schedule.exponential(base, 2).pipe(
-      Schedule.jittered,
-      Schedule.modifyDelay((delay) => Duration.millis(Math.min(Duration.toMillis(delay), cap)))
-    )
+    const backoff = retrySchedule(settings)
 
     const send: HttpApi["send"] = (request, read, options) => {
       const attempt = client.execute(request).pipe(

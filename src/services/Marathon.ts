@@ -1,5 +1,5 @@
 import { HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { Context, Duration, Effect, Layer, Schedule, Schema, Stream } from "effect"
+import { Context, Duration, Effect, Layer, Schema, Stream } from "effect"
 import { createParser } from "eventsource-parser"
 import { MarathonError, NotFound } from "../domain/Errors.js"
 import { AppResponse, AppsResponse, EventSubscriptions, Leader, TasksResponse } from "../domain/MarathonApi.js"
@@ -243,11 +243,10 @@ export const taskView = (app: StoredApp, task: StoredApp["tasks"][number]): unkn
   version: app.version
 })
 
-const retryableStatus = new Set([408, 429, 500, 502, 503, 504])
 
 /** Marathon in memory, failing as `MarathonLive` does against a real Marathon (same errors, retries, 404s). */
 export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemorySettings = {}) => {
-  const backoff = Schedule.exponential(settings.retryBase ?? "100 millis", 2).pipe(Schedule.jittered)
+  const backoff = Http.retrySchedule(settings)
   const request = <A, I>(
     operation: MarathonOperation,
     label: string,
@@ -283,7 +282,7 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
         times: settings.retries ?? 3,
         while: (error) =>
           error.reason === "Transport" || error.reason === "Timeout" ||
-          (error.reason === "Status" && error.status !== undefined && retryableStatus.has(error.status))
+          (error.reason === "Status" && error.status !== undefined && Http.isTransientStatus(error.status))
       })
     )
   const notFound = (resource: string) => new NotFound({ resource })

@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { readFileSync, mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
+import { connect } from "node:net"
 import { join } from "node:path"
 import { serveMarathon } from "../../src/embedded/MarathonServer.js"
 import { makeDatacenter } from "../support/Datacenter.js"
@@ -109,5 +110,30 @@ describe("the consular CLI, as operators run it", () => {
       yield* eventually("the sync after Marathon is back", () => dc.consul.services("127.0.0.2").has("web.1"), 15_000)
       yield* eventually("the subscription after Marathon is back", () => dc.marathon.subscriptions.length === 1, 15_000)
       expect(yield* daemon.stop("SIGINT")).toBe(0)
+    }))
+
+  it.scopedLive("an unparseable HTTP request gets a JSON 400 too, and the daemon keeps serving", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter()
+      const port = yield* freePort()
+      const daemon = yield* startCli(["run", "--host", "127.0.0.1", "--port", `${port}`, "--consul", dc.consulUrl.href,
+        "--marathon", dc.marathonUrl.href, "--events", "callback"])
+      yield* eventually("the daemon serves GET /", async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 200)
+      for (const garbage of ["GARBAGE\r\n\r\n", "POST /events HTTP/1.1\r\nContent-Length: abc\r\n\r\n"]) {
+        const answer = yield* Effect.promise(() =>
+          new Promise<string>((resolve, reject) => {
+            const socket = connect(port, "127.0.0.1", () => socket.end(garbage))
+            let data = ""
+            socket.on("data", (chunk) => (data += chunk))
+            socket.on("close", () => resolve(data))
+            socket.on("error", reject)
+            socket.setTimeout(5_000, () => socket.destroy(new Error("no answer")))
+          })
+        )
+        expect(answer).toMatch(/^HTTP\/1\.1 400/)
+        expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4))).toMatchObject({ error: "bad request" })
+      }
+      expect((yield* Effect.promise(() => fetch(`http://127.0.0.1:${port}/`))).status).toBe(200)
+      expect(yield* daemon.stop()).toBe(0)
     }))
 })
