@@ -39,19 +39,19 @@ const numberFlag = (flag: string, fallback: number, valid: (n: number) => boolea
   )
 const scheme = Options.choice("scheme", ["http", "https"]).pipe(
   Options.withDefault("http" as const),
-  Options.withDescription("scheme of the callback URL given to Marathon")
+  Options.withDescription("scheme of the callback URL given to Marathon (default: http)")
 )
 const host = Options.text("host").pipe(
   Options.withDefault("localhost"),
-  Options.withDescription("address to listen on, and host of the callback URL given to Marathon")
+  Options.withDescription("address to listen on, and host of the callback URL given to Marathon (default: localhost)")
 )
 const port = numberFlag("port", 7000, (p) => Number.isInteger(p) && p >= 1 && p <= 65535, "must be an integer from 1 to 65535").pipe(
-  Options.withDescription("port to listen on, and port of the callback URL")
+  Options.withDescription("port to listen on, and port of the callback URL (default: 7000)")
 )
 const consul = Options.text("consul").pipe(
   Options.withDefault("http://localhost:8500"),
   Options.mapTryCatch(httpUrl, invalid("consul", "must be an http:// or https:// URL")),
-  Options.withDescription("main Consul endpoint: KV, catalog, fallback agent; agents are reached on its scheme and port")
+  Options.withDescription("main Consul endpoint: KV, catalog, fallback agent; agents are reached on its scheme and port (default: http://localhost:8500)")
 )
 const marathon = Options.text("marathon").pipe(
   Options.withDefault("http://localhost:8080"),
@@ -59,7 +59,7 @@ const marathon = Options.text("marathon").pipe(
     (raw) => raw.split(",").map((part) => httpUrl(part.trim())),
     invalid("marathon", "must be an http:// or https:// URL, or several separated by commas")
   ),
-  Options.withDescription("Marathon endpoint; several, comma-separated, for a Marathon cluster (the one that answers is used, the leader followed)")
+  Options.withDescription("Marathon endpoint; several, comma-separated, for a Marathon cluster (default: http://localhost:8080)")
 )
 const registrationId = Options.text("registration-id").pipe(
   Options.withDefault("consular"),
@@ -67,10 +67,10 @@ const registrationId = Options.text("registration-id").pipe(
     if (id === "" || /[\s&#?]/.test(id)) throw new Error("id")
     return id
   }, invalid("registration-id", "must be non-empty, without spaces, '&', '#' or '?'")),
-  Options.withDescription("owner tag consular-reg-id=<id> on every service consular registers")
+  Options.withDescription("owner tag consular-reg-id=<id> on every service consular registers (default: consular)")
 )
 const syncInterval = numberFlag("sync-interval", 0, (n) => n >= 0, "must be 0 (no periodic sync) or a positive number of seconds").pipe(
-  Options.withDescription("seconds between syncs; the first runs at start; 0: events only")
+  Options.withDescription("seconds between syncs; the first runs at start; 0: events only (default: 0)")
 )
 const purge = Options.boolean("purge", { negationNames: ["no-purge"] }).pipe(
   Options.withDescription("deregister and delete what consular wrote that Marathon no longer runs")
@@ -80,17 +80,17 @@ const debug = Options.boolean("debug", { negationNames: ["no-debug"] }).pipe(
   Options.withDescription("log every HTTP request and response")
 )
 const timeout = numberFlag("timeout", 5, (n) => n > 0, "must be a positive number of seconds").pipe(
-  Options.withDescription("HTTP timeout in seconds for Marathon and Consul")
+  Options.withDescription("HTTP timeout in seconds for Marathon and Consul (default: 5)")
 )
 const fallback = Options.boolean("fallback", { negationNames: ["no-fallback"] }).pipe(
   Options.withDescription("register on the main agent when the task host's agent cannot be reached")
 )
 const fallbackTimeout = numberFlag("fallback-timeout", 2, (n) => n > 0, "must be a positive number of seconds").pipe(
-  Options.withDescription("timeout in seconds of a registration on the fallback agent")
+  Options.withDescription("timeout in seconds of a registration on the fallback agent (default: 2)")
 )
 
 const maxEventBytes = numberFlag("max-event-bytes", 1024 * 1024, (n) => Number.isInteger(n) && n >= 1, "must be a positive whole number of bytes").pipe(
-  Options.withDescription("largest event body accepted; larger ones get 413")
+  Options.withDescription("largest event body accepted in bytes; larger ones get 413 (default: 1048576)")
 )
 const dryRun = Options.boolean("dry-run").pipe(Options.withDescription("print the plan, write nothing"))
 
