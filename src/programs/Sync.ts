@@ -66,7 +66,7 @@ const readMarathon = (concurrency: number): Effect.Effect<ReadonlyArray<AppWithT
 const failureOf = (scope: string, error: ConsulError | MarathonError): SyncFailure => ({ scope, message: error.message })
 
 /** Reads Consul: the catalog, every agent that matters, and every key below `consular/`. */
-const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, concurrency: number) =>
+const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: boolean, concurrency: number) =>
   Effect.gen(function*() {
     const consul = yield* Consul
     const failures: Array<SyncFailure> = []
@@ -86,7 +86,8 @@ const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, concurren
       )
     ], { concurrency: 2 })
     const directory = agentDirectory(nodes, consulUrl.hostname)
-    const agentsToRead = new Set(directory.all)
+    // without purge only the agents that should hold a task matter, and the main one (fallback copies)
+    const agentsToRead = new Set(purge ? directory.all : [directory.main])
     for (const app of apps) {
       for (const task of app.tasks) if (isRunning(task)) agentsToRead.add(directory.resolve(task.host))
     }
@@ -249,7 +250,7 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
   const mark = yield* ledger.beginPass
   return yield* Effect.gen(function*() {
     const apps = yield* readMarathon(concurrency)
-    const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, concurrency)
+    const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, settings.purge, concurrency)
     const desired = Diff.desiredState(apps, settings.registrationId, directory)
     for (const clash of desired.clashes) {
       yield* Effect.logError("app ids share one Consul name: skipped").pipe(
