@@ -1,6 +1,6 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Duration, Effect, Either, ParseResult, Schema, SchemaAST as AST } from "effect"
+import { Duration, Effect, Either, Option, ParseResult, Schema, SchemaAST as AST } from "effect"
 import { ConsulError, InvalidEvent, PayloadTooLarge } from "../domain/Errors.js"
 import type { MarathonError } from "../domain/Errors.js"
 import * as Diff from "../domain/Diff.js"
@@ -8,6 +8,7 @@ import { EventEnvelope, isTerminal, KnownEventType, StatusUpdateEvent } from "..
 import type { TaskState } from "../domain/MarathonApi.js"
 import { appKvPrefix, appName, isOwnedBy, registration } from "../domain/Naming.js"
 import { Consul } from "../services/Consul.js"
+import { Metrics } from "../services/Metrics.js"
 import { Marathon } from "../services/Marathon.js"
 import { KeyedLock } from "./KeyedLock.js"
 import { Ledger } from "./Ledger.js"
@@ -155,6 +156,8 @@ export const makeEventHandler = (settings: EventSettings) =>
     const marathon = yield* Marathon
     const ledger = yield* Ledger
     const topology = yield* Topology
+    // the daemon counts label writes made by events; other users of the handler need no metrics
+    const metrics = yield* Effect.serviceOption(Metrics)
     const lock = new KeyedLock()
     const ended = new EndedTasks(20_000)
 
@@ -177,6 +180,7 @@ export const makeEventHandler = (settings: EventSettings) =>
           directory: topology.directory
         })
         const written = yield* writeKv(plan).pipe(Effect.provideService(Consul, consul))
+        if (Option.isSome(metrics)) yield* metrics.value.kvWritten(written.keysSet, written.keysDeleted)
         if (written.failures.length > 0) {
           return yield* new ConsulError({ operation: "write labels", reason: "Status", detail: written.failures.map((f) => f.message).join("; ") })
         }
