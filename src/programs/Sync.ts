@@ -11,6 +11,7 @@ import { isRunning } from "../domain/MarathonApi.js"
 import { kvRoot, parseLabelKey } from "../domain/Naming.js"
 import { Consul } from "../services/Consul.js"
 import { Marathon } from "../services/Marathon.js"
+import * as Clock from "../services/Clock.js"
 import { Ledger } from "./Ledger.js"
 import { Topology } from "./Topology.js"
 
@@ -35,6 +36,8 @@ export interface SyncFailure {
 }
 
 export interface SyncReport {
+  /** when the pass began, by the clock in use */
+  readonly startedAt: Date
   readonly apps: number
   readonly tasks: number
   readonly agents: number
@@ -248,6 +251,7 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
   const topology = yield* Topology
   const concurrency = settings.concurrency ?? 32
   const mark = yield* ledger.beginPass
+  const startedAt = yield* Clock.now
   return yield* Effect.gen(function*() {
     const apps = yield* readMarathon(concurrency)
     const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, settings.purge, concurrency)
@@ -279,6 +283,7 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       }
     }
     const report: SyncReport = {
+      startedAt,
       apps: apps.length,
       tasks: desired.services.size,
       agents: actual.agents.size,
