@@ -194,6 +194,9 @@ const upstreamSecurity = (o: CommonOptions) =>
     }
   })
 
+/** No tracer is exported, so spans (one per request and per event) would only cost stack traces. */
+const untraced = Layer.setTracerEnabled(false)
+
 /** Every layer factory is called here, once per invocation. */
 const servicesLive = (o: CommonOptions) =>
   Layer.unwrapEffect(Effect.map(upstreamSecurity(o), (security) =>
@@ -259,7 +262,7 @@ const runHandler = (o: DaemonOptions) => {
       Console.error(`consular: cannot listen on ${o.host}:${o.port}: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`).pipe(
         Effect.zipRight(Effect.fail(error))
       )),
-    Effect.provide(Layer.mergeAll(servicesLive(o), daemonObservability(settings), loggerLive(o, false))),
+    Effect.provide(Layer.mergeAll(servicesLive(o), daemonObservability(settings), loggerLive(o, false), untraced)),
     reportUsage
   )
 }
@@ -284,7 +287,7 @@ const sync = Command.make("sync", { ...commonOptions, dryRun }, (o) =>
       yield* Console.log(lines.length === 0 ? "plan: nothing to do" : ["plan:", ...lines.map((l) => `  ${l}`)].join("\n"))
     }
     yield* Console.log(summaryLines(report).join("\n"))
-  }).pipe(Effect.provide(Layer.merge(servicesLive(o), loggerLive(o, true))), reportUsage)
+  }).pipe(Effect.provide(Layer.mergeAll(servicesLive(o), loggerLive(o, true), untraced)), reportUsage)
 ).pipe(Command.withDescription("one pass: make Consul match Marathon, print a summary, exit"))
 
 const demo = Command.make("demo", {}, () => runDemo).pipe(

@@ -36,7 +36,8 @@ export const listen = <E, R>(
       : Https.createServer({ cert: tls.cert, key: tls.key })
     const server = yield* NodeHttpServer.make(() => node, { host: options.address, port: options.port })
     yield* Effect.addFinalizer(() => Effect.sync(() => node.closeAllConnections()))
-    yield* HttpServer.serveEffect(app).pipe(Effect.provideService(HttpServer.HttpServer, server))
+    // no tracer is exported: spans would only cost each request a stack trace
+    yield* HttpServer.serveEffect(app).pipe(Effect.provideService(HttpServer.HttpServer, server), Effect.withTracerEnabled(false))
     return server.address._tag === "TcpAddress" ? server.address.port : options.port
   })
 

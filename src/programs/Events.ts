@@ -13,7 +13,7 @@ import { Marathon } from "../services/Marathon.js"
 import { KeyedLock } from "./KeyedLock.js"
 import { Ledger } from "./Ledger.js"
 import { writeKv } from "./Sync.js"
-import { labelsKnown, rememberLabels, Topology } from "./Topology.js"
+import { labelsKnown, ownedKey, rememberLabels, rememberOwned, Topology } from "./Topology.js"
 
 /**
  * Marathon events in, Consul writes out. Every answer is JSON: 2xx when the event was applied or needs nothing,
@@ -197,30 +197,42 @@ export const makeEventHandler = (settings: EventSettings) =>
         }
         const agent = topology.directory.resolve(event.host)
         const wanted = registration(settings.registrationId, event.appId, { id: event.taskId, host: event.host, ports: event.ports })
-        yield* consul.register(agent, wanted, { fallbackMode: settings.fallback }).pipe(
+        const registeredOn = yield* consul.register(agent, wanted, { fallbackMode: settings.fallback }).pipe(
+          Effect.as(agent),
           Effect.catchTag("ConsulError", (error) =>
             settings.fallback && (error.reason === "Transport" || error.reason === "Timeout") && agent !== topology.directory.main
               ? consul.register(topology.directory.main, wanted, { fallbackMode: true, timeout: settings.fallbackTimeout }).pipe(
+                Effect.as(topology.directory.main),
                 Effect.tap(() => Effect.logWarning("registered on the fallback agent").pipe(Effect.annotateLogs({ service: wanted.ID, agent: topology.directory.main, unreachable: agent })))
               )
               : Effect.fail(error)
           )
         )
+        rememberOwned(topology, registeredOn, wanted.ID)
         yield* ledger.taskStarted(event.taskId, appName(event.appId))
         yield* refreshLabels(event)
         return "registered" as const
       })
 
-    /** Only a service carrying our reg-id tag is ever deregistered; absent already is success. */
-    const deregisterFrom = (agent: string, taskId: string) =>
-      consul.agentService(agent, taskId).pipe(
-        Effect.flatMap((service) =>
-          isOwnedBy(service.Tags, settings.registrationId)
+    /**
+     * Only a service carrying our reg-id tag is ever deregistered; absent already is success. One we registered
+     * (or the last sync saw as ours) needs no look at its tags first.
+     */
+    const deregisterFrom = (agent: string, taskId: string) => {
+      const key = ownedKey(agent, taskId)
+      const ours = topology.owned.has(key)
+        ? Effect.succeed(true)
+        : consul.agentService(agent, taskId).pipe(Effect.map((service) => isOwnedBy(service.Tags, settings.registrationId)))
+      return ours.pipe(
+        Effect.flatMap((isOurs) =>
+          isOurs
             ? consul.deregister(agent, taskId)
             : Effect.logWarning("service with a task's id is not ours: left alone").pipe(Effect.annotateLogs({ service: taskId, agent }))
         ),
-        Effect.catchTag("NotFound", () => Effect.void)
+        Effect.catchTag("NotFound", () => Effect.void),
+        Effect.tap(() => Effect.sync(() => topology.owned.delete(key)))
       )
+    }
 
     const deregister = (event: StatusUpdateEvent) =>
       Effect.gen(function*() {
@@ -228,7 +240,9 @@ export const makeEventHandler = (settings: EventSettings) =>
         const main = topology.directory.main
         // a fallback registration sits on the main agent: it ends with its task too
         const agents = settings.fallback && main !== agent ? [agent, main] : [agent]
-        const results = yield* Effect.forEach(agents, (target) => Effect.either(deregisterFrom(target, event.taskId)), { concurrency: 2 })
+        const results = agents.length === 1
+          ? [yield* Effect.either(deregisterFrom(agent, event.taskId))]
+          : yield* Effect.forEach(agents, (target) => Effect.either(deregisterFrom(target, event.taskId)), { concurrency: 2 })
         yield* ledger.taskEnded(event.taskId, appName(event.appId))
         for (const result of results) if (Either.isLeft(result)) return yield* result.left
         return "deregistered" as const
@@ -246,8 +260,7 @@ export const makeEventHandler = (settings: EventSettings) =>
         }
         return "ignored" as const // TASK_STAGING, TASK_STARTING: not a service yet
       })).pipe(
-        Effect.annotateLogs({ task: event.taskId, state: event.taskStatus }),
-        Effect.withSpan("Events.statusUpdate")
+        Effect.annotateLogs({ task: event.taskId, state: event.taskStatus })
       )
 
     const handle = (decoded: DecodedEvent): Effect.Effect<EventOutcome, ConsulError | MarathonError> =>

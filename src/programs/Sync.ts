@@ -8,12 +8,12 @@ import type { AppWithTasks, Plan } from "../domain/Diff.js"
 import { isUnreachable } from "../domain/Errors.js"
 import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
-import { kvRoot, parseLabelKey } from "../domain/Naming.js"
+import { isOwnedBy, kvRoot, parseLabelKey } from "../domain/Naming.js"
 import { Consul } from "../services/Consul.js"
 import { Marathon } from "../services/Marathon.js"
 import * as Clock from "../services/Clock.js"
 import { Ledger } from "./Ledger.js"
-import { Topology } from "./Topology.js"
+import { ownedKey, rememberOwned, Topology } from "./Topology.js"
 
 export interface SyncSettings {
   readonly registrationId: string
@@ -275,6 +275,16 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       topology.directory = directory
       topology.clashingIds = desired.clashingIds
       topology.labelVersions.clear()
+      // ours as the pass saw them, less what it removed, plus what it registered
+      topology.owned.clear()
+      for (const [agent, state] of actual.agents) {
+        if (state._tag !== "Read") continue
+        for (const [id, service] of state.services) {
+          if (isOwnedBy(service.Tags, settings.registrationId)) rememberOwned(topology, agent, id)
+        }
+      }
+      for (const { agent, serviceId } of plan.deregister) topology.owned.delete(ownedKey(agent, serviceId))
+      for (const { agent, registration } of plan.register) rememberOwned(topology, agent, registration.ID)
       // labels are known to be in KV only when KV was read and every write landed
       if (actual.kv !== undefined && !applied.failures.some((failure) => failure.scope === "kv")) {
         for (const app of apps) {

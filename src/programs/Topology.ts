@@ -12,6 +12,11 @@ export interface TopologyView {
   clashingIds: ReadonlySet<string>
   /** app id -> the Marathon app version whose labels are in KV */
   readonly labelVersions: Map<string, string>
+  /**
+   * Services known to carry our reg-id, as "<agent> <service id>": seen by the last sync or registered since.
+   * A kill of one of these is a single deregistration; any other needs a look at its tags first.
+   */
+  readonly owned: Set<string>
 }
 
 export class Topology extends Context.Tag("consular/Topology")<Topology, TopologyView>() {}
@@ -19,8 +24,19 @@ export class Topology extends Context.Tag("consular/Topology")<Topology, Topolog
 export const makeTopology = (consulUrl: URL): TopologyView => ({
   directory: agentDirectory([], consulUrl.hostname),
   clashingIds: new Set(),
-  labelVersions: new Map()
+  labelVersions: new Map(),
+  owned: new Set()
 })
+
+/** A cache, not the truth: bounded, and emptied (costing a tag lookup per kill) rather than grown without end. */
+const maxOwned = 250_000
+
+export const ownedKey = (agent: string, serviceId: string): string => `${agent} ${serviceId}`
+
+export const rememberOwned = (topology: TopologyView, agent: string, serviceId: string): void => {
+  if (topology.owned.size >= maxOwned) topology.owned.clear()
+  topology.owned.add(ownedKey(agent, serviceId))
+}
 
 export const TopologyLive = (consulUrl: URL): Layer.Layer<Topology> =>
   Layer.sync(Topology, () => makeTopology(consulUrl))
