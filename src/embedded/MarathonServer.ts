@@ -180,7 +180,7 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
 
   const leader = admitted("leader", (request) => {
     const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
-    return Effect.succeed(json({ leader: `${socket.localAddress ?? "127.0.0.1"}:${socket.localPort ?? 0}` }))
+    return Effect.succeed(json({ leader: store.leader ?? `${socket.localAddress ?? "127.0.0.1"}:${socket.localPort ?? 0}` }))
   })
 
   const events = admitted("events", (request) => {
