@@ -398,7 +398,7 @@ const measureDaemon = async (consulPort: number, marathonUrl: string): Promise<D
     const readyMs = performance.now() - started
     // a warm-up the figures leave out: a daemon runs for days, its event path is past the JIT's first passes
     const warmTask = (i: number) => taskId(i % sizes.apps, 500_000 + i, "0a00")
-    await sendEvents(pool, daemon.pid, 500, (i) => [statusUpdate(warmTask(i), i, i, "TASK_RUNNING"), statusUpdate(warmTask(i), i, i, "TASK_KILLED")], "warm-up")
+    await sendEvents(pool, daemon.pid, sizes.events, (i) => [statusUpdate(warmTask(i), i, i, "TASK_RUNNING"), statusUpdate(warmTask(i), i, i, "TASK_KILLED")], "warm-up")
     const before = consul.services(agents[0]!).size
     const running = await sendEvents(pool, daemon.pid, sizes.events, (i) => [statusUpdate(eventTask(i), i, i, "TASK_RUNNING")], "RUNNING events")
     const registered = [...Array(sizes.events).keys()].filter((i) => consul.services(hostOf(sizes, i)).has(eventTask(i))).length
