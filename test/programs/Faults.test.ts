@@ -11,11 +11,8 @@ import { MarathonStore as MStore } from "../../src/services/MarathonStore.js"
 import { decodeEvent, makeEventHandler } from "../../src/programs/Events.js"
 import type { DecodedEvent } from "../../src/programs/Events.js"
 import { LedgerLive } from "../../src/programs/Ledger.js"
-import { syncOnce } from "../../src/programs/Sync.js"
-import type { SyncSettings } from "../../src/programs/Sync.js"
 import { TopologyLive } from "../../src/programs/Topology.js"
-import { makeDatacenter } from "../support/Datacenter.js"
-import type { Datacenter } from "../support/Datacenter.js"
+import { makeDatacenter, syncPass } from "../support/Datacenter.js"
 import { serveDaemon, statusUpdate } from "../support/Daemon.js"
 import type { Answer } from "../support/Daemon.js"
 
@@ -30,17 +27,7 @@ const ours = (app: string) => ["consular-reg-id=consular", `consular-app-id=${ap
 const event = (taskId: string, taskStatus: string, host = "127.0.0.2", appId = "/web") =>
   statusUpdate({ taskId, taskStatus, appId, host, ports: [31000] })
 
-const syncSettings = (dc: Datacenter, overrides: Partial<SyncSettings> = {}): SyncSettings => ({
-  registrationId: "consular",
-  purge: false,
-  fallback: false,
-  fallbackTimeout: "500 millis",
-  consulUrl: dc.consulUrl,
-  ...overrides
-})
-
-const sync = (dc: Datacenter, overrides: Partial<SyncSettings> = {}) =>
-  syncOnce(syncSettings(dc, overrides)).pipe(Effect.provide(dc.services))
+const sync = syncPass
 
 /**
  * Counts every request the embedded Consul sees, those a fault answers included (the store's own counters

@@ -1,22 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { ConsulStore } from "../../src/services/ConsulStore.js"
-import { syncOnce } from "../../src/programs/Sync.js"
-import type { SyncSettings } from "../../src/programs/Sync.js"
-import { makeDatacenter } from "../support/Datacenter.js"
-import type { Datacenter } from "../support/Datacenter.js"
+import { makeDatacenter, syncPass } from "../support/Datacenter.js"
 
-const settings = (dc: Datacenter, overrides: Partial<SyncSettings> = {}): SyncSettings => ({
-  registrationId: "consular",
-  purge: false,
-  fallback: false,
-  fallbackTimeout: "500 millis",
-  consulUrl: dc.consulUrl,
-  ...overrides
-})
-
-const sync = (dc: Datacenter, overrides: Partial<SyncSettings> = {}) =>
-  syncOnce(settings(dc, overrides)).pipe(Effect.provide(dc.services))
+const sync = syncPass
 
 const services = (store: ConsulStore, agent: string) => Object.fromEntries(store.services(agent))
 

@@ -7,6 +7,8 @@ import { MarathonLive } from "../../src/services/Marathon.js"
 import { MarathonStore } from "../../src/services/MarathonStore.js"
 import { LedgerLive } from "../../src/programs/Ledger.js"
 import { TopologyLive } from "../../src/programs/Topology.js"
+import { syncOnce } from "../../src/programs/Sync.js"
+import type { SyncSettings } from "../../src/programs/Sync.js"
 
 /**
  * A datacenter on loopback for end-to-end tests: an embedded Consul with one agent per address (same port) and
@@ -62,3 +64,16 @@ export const makeDatacenter = (options: DatacenterOptions = {}) =>
     const services = Layer.succeedContext(built)
     return { consul, marathon, consulUrl, marathonUrl, services } satisfies Datacenter
   })
+
+/** One sync pass against the datacenter, with the original's defaults unless overridden. */
+export const syncSettings = (dc: Datacenter, overrides: Partial<SyncSettings> = {}): SyncSettings => ({
+  registrationId: "consular",
+  purge: false,
+  fallback: false,
+  fallbackTimeout: "500 millis",
+  consulUrl: dc.consulUrl,
+  ...overrides
+})
+
+export const syncPass = (dc: Datacenter, overrides: Partial<SyncSettings> = {}) =>
+  syncOnce(syncSettings(dc, overrides)).pipe(Effect.provide(dc.services))
