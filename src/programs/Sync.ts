@@ -95,7 +95,8 @@ const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: bo
       for (const task of app.tasks) if (isRunning(task)) agentsToRead.add(directory.resolve(task.host))
     }
     const states = yield* Effect.forEach(agentsToRead, (agent) =>
-      consul.agentServices(agent).pipe(
+      // one try for an agent that is not there: the pass goes on without it, the next pass asks again
+      consul.agentServices(agent, { retryUnreachable: false }).pipe(
         Effect.map((services): Diff.AgentState => ({ _tag: "Read", services })),
         Effect.catchAll((error) => Effect.sync((): Diff.AgentState => {
           failures.push(failureOf(`agent ${agent}`, error))

@@ -20,7 +20,11 @@ export interface RegisterOptions {
 }
 
 export class Consul extends Context.Tag("consular/Consul")<Consul, {
-  readonly agentServices: (agent: string) => Effect.Effect<ReadonlyMap<string, AgentService>, ConsulError>
+  /** `retryUnreachable: false`: an agent that refuses or does not answer in time is asked once (a sync pass moves on) */
+  readonly agentServices: (
+    agent: string,
+    options?: { readonly retryUnreachable?: boolean }
+  ) => Effect.Effect<ReadonlyMap<string, AgentService>, ConsulError>
   /** one service of an agent (a filtered listing, so it works on every Consul that lists services) */
   readonly agentService: (agent: string, serviceId: string) => Effect.Effect<AgentService, NotFound | ConsulError>
   readonly register: (
@@ -74,8 +78,10 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
     const at = (agent: string, path: string): string => new URL(path, agentUrl(main, agent)).href
     const onMain = (path: string): string => new URL(path, main).href
 
-    const agentServices = (agent: string) =>
-      http.send(HttpClientRequest.get(at(agent, "/v1/agent/services")), HttpClientResponse.schemaBodyJson(AgentServices)).pipe(
+    const agentServices = (agent: string, options?: { readonly retryUnreachable?: boolean }) =>
+      http.send(HttpClientRequest.get(at(agent, "/v1/agent/services")), HttpClientResponse.schemaBodyJson(AgentServices), {
+        retryUnreachable: options?.retryUnreachable
+      }).pipe(
         Effect.map((services) => new Map(Object.entries(services))),
         Effect.mapError(Http.mapFailure(`services of agent ${agent}`, consulError("list services", agent))),
         Effect.mapError(notFoundIsError("list services", agent))
@@ -256,7 +262,10 @@ export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySetti
     value === undefined ? Effect.fail(new NotFound({ resource })) : Effect.succeed(value)
 
   return Consul.of({
-    agentServices: (agent) => request(agent, "agent.services", "list services", () => new Map(store.services(agent))),
+    agentServices: (agent, options) =>
+      request(agent, "agent.services", "list services", () => new Map(store.services(agent)), {
+        fallbackMode: options?.retryUnreachable === false
+      }),
     agentService: (agent, serviceId) =>
       request(agent, "agent.services", "list services", () => store.services(agent).get(serviceId)).pipe(
         Effect.flatMap((service) => orNotFound(service, `service ${serviceId} on agent ${agent}`))

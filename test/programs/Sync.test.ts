@@ -207,6 +207,24 @@ describe("consular sync against the embedded Marathon and Consul", () => {
     }
   })
 
+  it.scopedLive("an agent that does not answer is asked once per pass: the pass does not wait out retries", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter({ timeout: 200 })
+      dc.marathon.setTask("/web", { id: "web.3", host: "127.0.0.3", ports: [2] }, false)
+      dc.marathon.setTask("/web", { id: "web.2", host: "127.0.0.2", ports: [1] }, false)
+      dc.consul.setFault("127.0.0.3", { _tag: "Hang" })
+      let asked = 0
+      const admit = dc.consul.admit.bind(dc.consul)
+      dc.consul.admit = (address, operation) => {
+        if (address === "127.0.0.3" && operation === "agent.services") asked++
+        return admit(address, operation)
+      }
+      const report = yield* sync(dc, { purge: true })
+      expect(asked).toBe(1)
+      expect(report.failures.map((f) => f.scope)).toContain("agent 127.0.0.3")
+      expect(dc.consul.services("127.0.0.2").has("web.2")).toBe(true)
+    }))
+
   it.scopedLive("with --fallback a task on an unreachable agent is registered on the main agent, once", () =>
     Effect.gen(function*() {
       const dc = yield* makeDatacenter({ timeout: 200 })
