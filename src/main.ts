@@ -37,8 +37,18 @@ const numberFlag = (flag: string, fallback: number, valid: (n: number) => boolea
       return n
     }, invalid(flag, why))
   )
-const scheme = Options.choice("scheme", ["http", "https"]).pipe(
-  Options.withDefault("http" as const),
+/** A choice flag parsed here, so that a bad value is reported with the flag's name. */
+const choiceFlag = <const C extends ReadonlyArray<string>>(flag: string, choices: C, fallback: C[number]) =>
+  Options.text(flag).pipe(
+    Options.withDefault(fallback),
+    Options.mapTryCatch((raw): C[number] => {
+      const found = choices.find((choice) => choice === raw.trim())
+      if (found === undefined) throw new Error(raw)
+      return found
+    }, invalid(flag, `must be one of ${choices.join(", ")}`))
+  )
+
+const scheme = choiceFlag("scheme", ["http", "https"], "http").pipe(
   Options.withDescription("scheme of the callback URL given to Marathon (default: http)")
 )
 const host = Options.text("host").pipe(
@@ -94,12 +104,10 @@ const maxEventBytes = numberFlag("max-event-bytes", 1024 * 1024, (n) => Number.i
 )
 const dryRun = Options.boolean("dry-run").pipe(Options.withDescription("print the plan, write nothing"))
 
-const events = Options.choice("events", ["auto", "callback", "sse"]).pipe(
-  Options.withDefault("auto" as const),
+const events = choiceFlag("events", ["auto", "callback", "sse"], "auto").pipe(
   Options.withDescription("event source: callback (HTTP callbacks, Marathon < 1.5), sse (/v2/events), auto (callbacks when Marathon accepts them)")
 )
-const logFormat = Options.choice("log-format", ["text", "json"]).pipe(
-  Options.withDefault("text" as const),
+const logFormat = choiceFlag("log-format", ["text", "json"], "text").pipe(
   Options.withDescription("log lines as logfmt text or as one JSON object per line")
 )
 

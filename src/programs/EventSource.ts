@@ -1,7 +1,7 @@
 import { Duration, Effect, Either, Stream } from "effect"
 import type { MarathonError } from "../domain/Errors.js"
 import { callbackUrl } from "../domain/Naming.js"
-import { Marathon } from "../services/Marathon.js"
+import { Marathon, streamOpened } from "../services/Marathon.js"
 import type { MarathonStreamEvent } from "../services/Marathon.js"
 import { decodeEvent } from "./Events.js"
 import type { EventHandler } from "./Events.js"
@@ -103,7 +103,7 @@ const detect = Effect.gen(function*() {
 const handleStreamEvent = (hooks: EventSourceHooks, onFirst: Effect.Effect<void>) => (frame: MarathonStreamEvent) =>
   Effect.gen(function*() {
     yield* onFirst
-    if (frame.type === "event_stream_attached" || frame.type === "event_stream_detached") return
+    if (frame.type === streamOpened.type || frame.type === "event_stream_attached" || frame.type === "event_stream_detached") return
     const decoded = decodeEvent(frame.data)
     if (Either.isLeft(decoded)) {
       yield* Effect.logWarning("event from the stream refused").pipe(Effect.annotateLogs({ type: frame.type, error: decoded.left.message }))
@@ -123,14 +123,16 @@ const streamForever = (settings: EventSourceSettings, hooks: EventSourceHooks) =
     const marathon = yield* Marathon
     for (let failures = 0; ;) {
       let opened = false
-      // Marathon's first frame is event_stream_attached: from then on the stream is live
+      let live = true
+      // the first frame is the marker that Marathon answered: from then on the stream is live
       const onFirst = Effect.suspend(() => {
         if (opened) return Effect.void
         opened = true
         return Effect.gen(function*() {
           yield* Effect.logInfo("event stream connected").pipe(Effect.annotateLogs({ marathon: yield* marathon.current }))
-          yield* hooks.connected("sse")
-          yield* Effect.forkDaemon(hooks.resync) // missed events are repaired by a full pass; events keep flowing meanwhile
+          // missed events are repaired by a full pass, while events keep flowing; the source counts as connected
+          // (for /ready) once that pass has run
+          yield* Effect.forkDaemon(hooks.resync.pipe(Effect.ensuring(Effect.suspend(() => live ? hooks.connected("sse") : Effect.void))))
         })
       })
       const outcome = yield* marathon.eventStream(["status_update_event"]).pipe(
@@ -139,6 +141,7 @@ const streamForever = (settings: EventSourceSettings, hooks: EventSourceHooks) =
         Stream.runDrain,
         Effect.either
       )
+      live = false
       const reason = Either.isLeft(outcome) ? outcome.left.message : "the stream ended"
       yield* hooks.disconnected("sse", reason)
       yield* Effect.logWarning("event stream lost; reconnecting").pipe(Effect.annotateLogs({ reason }))

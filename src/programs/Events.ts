@@ -1,7 +1,7 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Duration, Effect, Either, Option, ParseResult, Schema, SchemaAST as AST } from "effect"
-import { ConsulError, InvalidEvent, PayloadTooLarge } from "../domain/Errors.js"
+import { ConsulError, InvalidEvent, isUnreachable, PayloadTooLarge } from "../domain/Errors.js"
 import type { MarathonError } from "../domain/Errors.js"
 import * as Diff from "../domain/Diff.js"
 import { EventEnvelope, isTerminal, KnownEventType, StatusUpdateEvent } from "../domain/MarathonApi.js"
@@ -244,7 +244,15 @@ export const makeEventHandler = (settings: EventSettings) =>
           ? [yield* Effect.either(deregisterFrom(agent, event.taskId))]
           : yield* Effect.forEach(agents, (target) => Effect.either(deregisterFrom(target, event.taskId)), { concurrency: 2 })
         yield* ledger.taskEnded(event.taskId, appName(event.appId))
-        for (const result of results) if (Either.isLeft(result)) return yield* result.left
+        const [onHost, onMain] = results
+        if (onHost !== undefined && Either.isLeft(onHost)) {
+          const hostDown = onHost.left._tag === "ConsulError" && isUnreachable(onHost.left)
+          // with --fallback the copy that serves traffic while its agent is down is the main agent's: gone is enough;
+          // the task's own agent is cleaned by the next sync once it is back
+          if (!(hostDown && onMain !== undefined && Either.isRight(onMain))) return yield* onHost.left
+          yield* Effect.logWarning("task's agent unreachable: deregistered from the fallback agent only").pipe(Effect.annotateLogs({ agent }))
+        }
+        if (onMain !== undefined && Either.isLeft(onMain)) return yield* onMain.left
         return "deregistered" as const
       })
 

@@ -93,7 +93,12 @@ export const observeSync = <A extends SyncCounts, E, R>(pass: Effect.Effect<A, E
     return yield* pass.pipe(
       Effect.onExit((exit) =>
         Effect.flatMap(secondsSince(start), (seconds) => {
-          if (Exit.isSuccess(exit)) return Effect.zipRight(metrics.syncSucceeded(exit.value, seconds), readiness.syncSucceeded)
+          if (Exit.isSuccess(exit)) {
+            // Marathon was read, but a pass that reached no Consul synced nothing: not a success for /ready
+            return exit.value.consulReached
+              ? Effect.zipRight(metrics.syncSucceeded(exit.value, seconds), readiness.syncSucceeded)
+              : Effect.zipRight(metrics.addReport(exit.value), metrics.syncFailed(seconds))
+          }
           if (Cause.isInterruptedOnly(exit.cause)) return Effect.void
           const error = Option.filter(Cause.failureOption(exit.cause), isUpstreamError)
           return metrics.syncFailed(seconds, Option.getOrUndefined(error))

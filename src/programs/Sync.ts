@@ -49,6 +49,8 @@ export interface SyncReport {
   readonly keysDeleted: number
   readonly clashes: ReadonlyArray<Diff.Clash>
   readonly failures: ReadonlyArray<SyncFailure>
+  /** KV was read and at least one agent answered */
+  readonly consulReached: boolean
 }
 
 /** Marathon's apps with their tasks; `tasks` is fetched per app only when the listing did not embed it. */
@@ -120,7 +122,7 @@ const withoutNewerEvents = (plan: Plan, view: { started: ReadonlySet<string>; en
     deregister: plan.deregister.filter((d) => !view.started.has(d.serviceId) && !view.ended.has(d.serviceId)),
     kvSet: plan.kvSet.filter((op) => !touchedApp(op.key)),
     kvDelete: plan.kvDelete.filter((key) => !touchedApp(key)),
-    kvDeleteTree: plan.kvDeleteTree
+    kvDeleteTree: plan.kvDeleteTree.filter((prefix) => !touchedApp(prefix))
   }
 }
 
@@ -305,7 +307,8 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       keysSet: applied.keysSet,
       keysDeleted: applied.keysDeleted,
       clashes: desired.clashes,
-      failures: [...failures, ...applied.failures]
+      failures: [...failures, ...applied.failures],
+      consulReached: actual.kv !== undefined && [...actual.agents.values()].some((state) => state._tag === "Read")
     }
     yield* Effect.logInfo("sync done").pipe(Effect.annotateLogs({
       apps: report.apps,

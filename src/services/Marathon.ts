@@ -15,6 +15,9 @@ export interface MarathonStreamEvent {
   readonly data: string
 }
 
+/** Emitted first by `eventStream` once Marathon has answered: the stream is connected. */
+export const streamOpened: MarathonStreamEvent = { type: "consular_stream_opened", data: "" }
+
 /** Marathon as consular reads it. Marathon is the source of truth: a read that fails is never "no apps". */
 export class Marathon extends Context.Tag("consular/Marathon")<Marathon, {
   /** every app with its tasks embedded when Marathon honours `embed=apps.tasks` */
@@ -162,7 +165,9 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
                 unreachable: true
               })),
               Stream.decodeText(),
-              parseServerSentEvents
+              parseServerSentEvents,
+              // the headers are in: the stream is live (Marathon filters out event_stream_attached by event_type)
+              (events) => Stream.concat(Stream.make(streamOpened), events)
             )
           )
         )
@@ -339,7 +344,7 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
             Stream.asyncScoped<MarathonStreamEvent>((emit) =>
               Effect.acquireRelease(
                 Effect.sync(() => {
-                  void emit.single({ type: "event_stream_attached", data: JSON.stringify({ eventType: "event_stream_attached" }) })
+                  void emit.single(streamOpened)
                   return store.listen((event) => {
                     if (eventTypes.length === 0 || eventTypes.includes(event.eventType)) {
                       void emit.single({ type: event.eventType, data: JSON.stringify(event) })

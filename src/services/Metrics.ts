@@ -24,6 +24,8 @@ export interface SyncCounts {
   readonly keysDeleted: number
   /** scope as Sync.ts writes it: "agent 127.0.0.2", "agent 127.0.0.1 (fallback)", "kv", "catalog", "marathon" */
   readonly failures: ReadonlyArray<{ readonly scope: string }>
+  /** Consul was there: KV read and at least one agent read (a pass without that synced nothing) */
+  readonly consulReached: boolean
 }
 
 export interface MetricsService {

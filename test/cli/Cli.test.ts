@@ -29,7 +29,10 @@ describe("the consular CLI, as operators run it", () => {
     [["--marathon", "not a url"], "--marathon"],
     [["--sync-interval", "-1"], "--sync-interval"],
     [["--timeout", "0"], "--timeout"],
-    [["sync", "--fallback-timeout", "x"], "--fallback-timeout"]
+    [["sync", "--fallback-timeout", "x"], "--fallback-timeout"],
+    [["--scheme", "ftp"], "--scheme"],
+    [["--events", "poll"], "--events"],
+    [["sync", "--log-format", "xml"], "--log-format"]
   ] as const) {
     it.live(`a bad ${flag} names the flag and exits non-zero`, () =>
       Effect.gen(function*() {

@@ -38,7 +38,7 @@ const serve = Effect.gen(function*() {
 })
 
 const report = (counts: Partial<SyncCounts> = {}): SyncCounts => ({
-  registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [], ...counts
+  registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [], consulReached: true, ...counts
 })
 
 const decoded = (body: object) => Either.getOrThrow(decodeEvent(JSON.stringify(body)))
@@ -190,6 +190,9 @@ describe("observeSync and observeEvent", () => {
       yield* readiness.eventSourceConnected(true)
       const failed = yield* Effect.flip(observeSync(Effect.fail(new MarathonError({ operation: "list apps", reason: "Status", status: 500, detail: "boom" }))))
       expect(failed._tag).toBe("MarathonError") // the error goes on to the caller unchanged
+      expect(yield* readiness.state).toEqual({ ready: false, reason: "no successful sync yet" })
+      // Marathon read, but no Consul reached: the pass synced nothing
+      yield* observeSync(Effect.succeed(report({ consulReached: false, failures: [{ scope: "kv" }, { scope: "agent 127.0.0.2" }] })))
       expect(yield* readiness.state).toEqual({ ready: false, reason: "no successful sync yet" })
       yield* observeSync(Effect.succeed(report()))
       expect(yield* readiness.state).toEqual({ ready: true })

@@ -25,7 +25,7 @@ const ours = {
   consular_event_source_reconnects_total: "counter"
 } as const
 
-const emptyReport: SyncCounts = { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
+const emptyReport: SyncCounts = { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [], consulReached: true }
 
 describe("Metrics", () => {
   it.effect("exposes our twelve metrics, each with HELP and TYPE, and the process metrics, in Prometheus text", () =>
@@ -70,6 +70,7 @@ describe("Metrics", () => {
       const metrics = yield* Metrics
       yield* TestClock.setTime(1_700_000_000_000)
       yield* metrics.syncSucceeded({
+        consulReached: true,
         registered: 3,
         fallbackRegistered: 1,
         deregistered: 2,
