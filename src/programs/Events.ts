@@ -10,7 +10,6 @@ import { appKvPrefix, appName, isOwnedBy, registration } from "../domain/Naming.
 import { Consul } from "../services/Consul.js"
 import { Metrics } from "../services/Metrics.js"
 import { Marathon } from "../services/Marathon.js"
-import { KeyedLock } from "./KeyedLock.js"
 import { Ledger } from "./Ledger.js"
 import { writeKv } from "./Sync.js"
 import { labelsKnown, ownedKey, rememberLabels, rememberOwned, Topology } from "./Topology.js"
@@ -158,7 +157,6 @@ export const makeEventHandler = (settings: EventSettings) =>
     const topology = yield* Topology
     // the daemon counts label writes made by events; other users of the handler need no metrics
     const metrics = yield* Effect.serviceOption(Metrics)
-    const lock = new KeyedLock()
     const ended = new EndedTasks(20_000)
 
     /** Labels of the app, unless KV already holds this version's. A vanished app: nothing more to do. */
@@ -257,7 +255,7 @@ export const makeEventHandler = (settings: EventSettings) =>
       })
 
     const statusUpdate = (event: StatusUpdateEvent): Effect.Effect<EventOutcome, ConsulError | MarathonError> =>
-      lock.withLock(event.taskId, Effect.gen(function*() {
+      topology.locks.withLock(event.taskId, Effect.gen(function*() {
         if (event.taskStatus === "TASK_RUNNING") {
           if (ended.has(event.taskId)) return "stale" as const
           return yield* register(event)

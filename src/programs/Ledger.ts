@@ -20,6 +20,10 @@ export class Ledger extends Context.Tag("consular/Ledger")<Ledger, {
   readonly taskEnded: (taskId: string, appName: string) => Effect.Effect<void>
   /** what events did since the mark */
   readonly since: (mark: number) => Effect.Effect<LedgerView>
+  /** whether an event changed this task since the mark (asked under the task's lock, just before a write) */
+  readonly taskTouchedSince: (taskId: string, mark: number) => Effect.Effect<boolean>
+  /** whether an event touched this app since the mark */
+  readonly appTouchedSince: (appName: string, mark: number) => Effect.Effect<boolean>
 }>() {}
 
 interface Entry {
@@ -33,21 +37,33 @@ export const makeLedger = Effect.sync(() => {
   let seq = 0
   let passUnderWay = false
   let entries: Array<Entry> = []
+  let lastOfTask = new Map<string, number>()
+  let lastOfApp = new Map<string, number>()
   const record = (kind: Entry["kind"]) => (taskId: string, appName: string) =>
     Effect.sync(() => {
       // outside a pass there is nothing to protect: the next pass reads Marathon after this event
-      if (passUnderWay) entries.push({ seq: ++seq, kind, taskId, appName })
+      if (!passUnderWay) return
+      entries.push({ seq: ++seq, kind, taskId, appName })
+      lastOfTask.set(taskId, seq)
+      lastOfApp.set(appName, seq)
     })
+  const forget = () => {
+    entries = []
+    lastOfTask = new Map()
+    lastOfApp = new Map()
+  }
   return Ledger.of({
     beginPass: Effect.sync(() => {
       passUnderWay = true
-      entries = []
+      forget()
       return seq
     }),
     endPass: Effect.sync(() => {
       passUnderWay = false
-      entries = []
+      forget()
     }),
+    taskTouchedSince: (taskId, mark) => Effect.sync(() => (lastOfTask.get(taskId) ?? 0) > mark),
+    appTouchedSince: (appName, mark) => Effect.sync(() => (lastOfApp.get(appName) ?? 0) > mark),
     taskStarted: record("started"),
     taskEnded: record("ended"),
     since: (mark) =>

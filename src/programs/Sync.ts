@@ -8,7 +8,7 @@ import type { AppWithTasks, Plan } from "../domain/Diff.js"
 import { isUnreachable } from "../domain/Errors.js"
 import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
-import { isOwnedBy, kvRoot, parseLabelKey } from "../domain/Naming.js"
+import { appName, isOwnedBy, kvRoot, parseLabelKey } from "../domain/Naming.js"
 import { Consul } from "../services/Consul.js"
 import { Marathon } from "../services/Marathon.js"
 import * as Clock from "../services/Clock.js"
@@ -151,7 +151,11 @@ export interface KvWritten {
  * The KV part of a plan, in transactions of at most 64 operations; a failed transaction is retried key by key,
  * so one bad key blocks nothing (and a Consul without /v1/txn still gets every write).
  */
-export const writeKv = (plan: Pick<Plan, "kvSet" | "kvDelete" | "kvDeleteTree">): Effect.Effect<KvWritten, never, Consul> =>
+export const writeKv = (
+  plan: Pick<Plan, "kvSet" | "kvDelete" | "kvDeleteTree">,
+  /** asked again just before each batch: a key whose app an event changed meanwhile is left to the event */
+  stillWanted: (key: string) => Effect.Effect<boolean> = () => Effect.succeed(true)
+): Effect.Effect<KvWritten, never, Consul> =>
   Effect.gen(function*() {
     const consul = yield* Consul
     const written: KvWritten = { keysSet: 0, keysDeleted: 0, failures: [] }
@@ -176,20 +180,31 @@ export const writeKv = (plan: Pick<Plan, "kvSet" | "kvDelete" | "kvDeleteTree">)
         }))
       )
     }
-    const batch = (operations: ReadonlyArray<TxnOperation>) =>
-      operations.length === 1
-        ? one(operations[0]!)
-        : consul.txn(operations).pipe(
-          Effect.zipRight(Effect.forEach(operations, count, { discard: true })),
-          Effect.catchAll(() => Effect.forEach(operations, one, { discard: true }))
-        )
+    const batch = (planned: ReadonlyArray<TxnOperation>) =>
+      Effect.flatMap(Effect.filter(planned, (operation) => stillWanted(operation.KV.Key)), (operations) =>
+        operations.length === 0
+          ? Effect.void
+          : operations.length === 1
+          ? one(operations[0]!)
+          : consul.txn(operations).pipe(
+            Effect.zipRight(Effect.forEach(operations, count, { discard: true })),
+            Effect.catchAll(() => Effect.forEach(operations, one, { discard: true }))
+          ))
     yield* Effect.forEach(chunk(operations, maxTxnOperations), batch, { concurrency: 4, discard: true })
     return written
   })
 
-const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, settings: SyncSettings, concurrency: number) =>
+const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, settings: SyncSettings, concurrency: number, mark: number) =>
   Effect.gen(function*() {
     const consul = yield* Consul
+    const ledger = yield* Ledger
+    const topology = yield* Topology
+    /**
+     * A task's write happens under the lock events take for it, and not at all when an event changed the task
+     * since this pass read Marathon: the event is newer truth (a kill landing mid-pass stays a kill).
+     */
+    const unlessNewerEvent = (taskId: string, write: Effect.Effect<void>) =>
+      topology.locks.withLock(taskId, Effect.flatMap(ledger.taskTouchedSince(taskId, mark), (touched) => touched ? Effect.void : write))
     const applied: Applied = { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
     const fail = (scope: string) => (error: ConsulError) => Effect.sync(() => {
       applied.failures.push(failureOf(scope, error))
@@ -206,7 +221,7 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
         Effect.catchAll(fail(`agent ${directory.main} (fallback)`))
       )
 
-    const register = ({ agent, registration }: Diff.DesiredService) => {
+    const register = ({ agent, registration }: Diff.DesiredService) => unlessNewerEvent(registration.ID, Effect.suspend(() => {
       if (unreachable.has(agent)) {
         // known down in this pass: straight to the fallback, or wait for the agent (reported once, when read)
         return settings.fallback && agent !== directory.main ? fallbackRegister(registration) : Effect.void
@@ -221,21 +236,27 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
             : fail(`agent ${agent}`)(error)
         )
       )
-    }
+    }))
 
     const deregister = ({ agent, serviceId }: Plan["deregister"][number]) =>
-      consul.deregister(agent, serviceId).pipe(
-        Effect.catchTag("NotFound", () => Effect.void), // already gone: that is what we wanted
-        Effect.tap(() => Effect.sync(() => {
-          applied.deregistered++
-        })),
-        Effect.catchTag("ConsulError", fail(`agent ${agent}`))
+      unlessNewerEvent(
+        serviceId,
+        consul.deregister(agent, serviceId).pipe(
+          Effect.catchTag("NotFound", () => Effect.void), // already gone: that is what we wanted
+          Effect.tap(() => Effect.sync(() => {
+            applied.deregistered++
+          })),
+          Effect.catchTag("ConsulError", fail(`agent ${agent}`))
+        )
       )
 
     yield* Effect.all([
       Effect.forEach(plan.register, register, { concurrency, discard: true }),
       Effect.forEach(plan.deregister, deregister, { concurrency, discard: true }),
-      writeKv(plan).pipe(Effect.tap((written) => Effect.sync(() => {
+      writeKv(plan, (key) => {
+        const parsed = parseLabelKey(key)
+        return parsed === undefined ? Effect.succeed(true) : Effect.map(ledger.appTouchedSince(parsed.app, mark), (touched) => !touched)
+      }).pipe(Effect.tap((written) => Effect.sync(() => {
         applied.keysSet += written.keysSet
         applied.keysDeleted += written.keysDeleted
         applied.failures.push(...written.failures)
@@ -273,7 +294,7 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     const plan = withoutNewerEvents(computed, yield* ledger.since(mark))
     const applied: Applied = settings.dryRun === true
       ? { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
-      : yield* applyPlan(plan, actual, directory, settings, concurrency)
+      : yield* applyPlan(plan, actual, directory, settings, concurrency, mark)
     if (settings.dryRun !== true) {
       topology.directory = directory
       topology.clashingIds = desired.clashingIds
@@ -290,8 +311,12 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       for (const { agent, registration } of plan.register) rememberOwned(topology, agent, registration.ID)
       // labels are known to be in KV only when KV was read and every write landed
       if (actual.kv !== undefined && !applied.failures.some((failure) => failure.scope === "kv")) {
+        const touched = (yield* ledger.since(mark)).apps
         for (const app of apps) {
-          if (app.version !== undefined && !desired.clashingIds.has(app.id)) topology.labelVersions.set(app.id, app.version)
+          // an app an event refreshed meanwhile may have newer labels than this pass read: let the next event look
+          if (app.version !== undefined && !desired.clashingIds.has(app.id) && !touched.has(appName(app.id))) {
+            topology.labelVersions.set(app.id, app.version)
+          }
         }
       }
     }

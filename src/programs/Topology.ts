@@ -1,6 +1,7 @@
 import { Context, Effect, Layer } from "effect"
 import { agentDirectory } from "../domain/Agents.js"
 import type { AgentDirectory } from "../domain/Agents.js"
+import { KeyedLock } from "./KeyedLock.js"
 
 /**
  * What the last sync pass learned and events rely on: which agent a task host means (the catalog), which app
@@ -17,6 +18,8 @@ export interface TopologyView {
    * A kill of one of these is a single deregistration; any other needs a look at its tags first.
    */
   readonly owned: Set<string>
+  /** one lock per task, shared by events and sync passes: their writes for one task never interleave */
+  readonly locks: KeyedLock
 }
 
 export class Topology extends Context.Tag("consular/Topology")<Topology, TopologyView>() {}
@@ -25,7 +28,8 @@ export const makeTopology = (consulUrl: URL): TopologyView => ({
   directory: agentDirectory([], consulUrl.hostname),
   clashingIds: new Set(),
   labelVersions: new Map(),
-  owned: new Set()
+  owned: new Set(),
+  locks: new KeyedLock()
 })
 
 /** A cache, not the truth: bounded, and emptied (costing a tag lookup per kill) rather than grown without end. */

@@ -238,4 +238,46 @@ describe("POST /events through the daemon's HTTP server", () => {
         expect(consul.services("127.0.0.2").has("web.1")).toBe(false)
       }).pipe(Effect.provide(context))
     }))
+
+  it.effect("a kill that lands while a sync is writing that task waits for the write, then removes it", () =>
+    Effect.gen(function*() {
+      const consul = new ConsulStore("127.0.0.1")
+      consul.addAgent("127.0.0.1")
+      consul.addAgent("127.0.0.2")
+      const marathon = new MarathonStore()
+      marathon.setTask("/web", { id: "web.1", host: "127.0.0.2", ports: [1] }, false)
+      const writing = yield* Deferred.make<void>()
+      const gate = yield* Deferred.make<void>()
+      const inner = makeConsulMemory(consul)
+      const gatedConsul = Consul.of({
+        ...inner,
+        register: (agent, registration, options) =>
+          Effect.zipRight(
+            Effect.zipRight(Deferred.succeed(writing, undefined), Deferred.await(gate)),
+            inner.register(agent, registration, options)
+          )
+      })
+      const context = Layer.mergeAll(
+        Layer.succeed(Consul, gatedConsul),
+        Layer.succeed(Marathon, makeMarathonMemory(marathon)),
+        LedgerLive,
+        TopologyLive(new URL("http://127.0.0.1:8500"))
+      )
+      yield* Effect.gen(function*() {
+        const handler = yield* makeEventHandler({ registrationId: "consular", fallback: false, fallbackTimeout: "1 second", maxEventBytes: 1000 })
+        const pass = yield* Effect.fork(syncOnce({ registrationId: "consular", purge: false, fallback: false, fallbackTimeout: "1 second", consulUrl: new URL("http://127.0.0.1:8500") }))
+        yield* Deferred.await(writing)
+        // Marathon kills the task while the pass's registration of it is in flight
+        marathon.endTask("/web", "web.1", "TASK_KILLED", false)
+        const decoded = decodeEvent(JSON.stringify(statusUpdate({ taskId: "web.1", taskStatus: "TASK_KILLED", appId: "/web", host: "127.0.0.2" })))
+        if (decoded._tag !== "Right") return yield* Effect.die("undecodable")
+        const kill = yield* Effect.fork(handler.handle(decoded.right))
+        yield* Effect.yieldNow()
+        expect(kill.unsafePoll()).toBeNull() // it waits for the task's lock
+        yield* Deferred.succeed(gate, undefined)
+        yield* Fiber.join(pass)
+        expect(yield* Fiber.join(kill)).toBe("deregistered")
+        expect(consul.services("127.0.0.2").has("web.1")).toBe(false)
+      }).pipe(Effect.provide(context))
+    }))
 })
