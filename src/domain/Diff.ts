@@ -39,14 +39,20 @@ export interface Desired {
   readonly apps: ReadonlySet<AppName>
   /** names and ids that two or more apps share: skipped entirely, their Consul entries left alone */
   readonly clashes: ReadonlyArray<Clash>
+  /** ids whose Consul entries are left alone: clashing apps, and apps Marathon listed that could not be read */
   readonly clashingIds: ReadonlySet<string>
+  /** names whose KV trees are left alone, for the same reasons */
+  readonly protectedNames: ReadonlySet<AppName>
 }
 
 export const desiredState = (
   apps: ReadonlyArray<AppWithTasks>,
   registrationId: string,
-  directory: Pick<AgentDirectory, "resolve">
+  directory: Pick<AgentDirectory, "resolve">,
+  /** apps Marathon listed that could not be read: skipped, and nothing of theirs purged */
+  unreadableIds: ReadonlyArray<string> = []
 ): Desired => {
+  const unreadableNames = new Set(unreadableIds.map((id) => appName(id)))
   const byName = new Map<AppName, Array<AppWithTasks>>()
   for (const app of apps) {
     const name = appName(app.id)
@@ -59,10 +65,11 @@ export const desiredState = (
   const names = new Set<AppName>()
   const clashes: Array<Clash> = []
   const clashingIds = new Set<string>()
+  for (const id of unreadableIds) clashingIds.add(id)
   for (const [name, group] of byName) {
-    if (group.length > 1) {
+    if (group.length > 1 || unreadableNames.has(name)) {
       const ids = [...new Set(group.map((app) => app.id))].sort()
-      clashes.push({ name, ids })
+      if (group.length > 1) clashes.push({ name, ids })
       for (const id of ids) clashingIds.add(id)
       continue
     }
@@ -76,7 +83,8 @@ export const desiredState = (
       services.set(task.id, { agent: directory.resolve(task.host), registration: registration(registrationId, app.id, task) })
     }
   }
-  return { services, labels, apps: names, clashes, clashingIds }
+  const protectedNames = new Set<AppName>([...clashes.map((clash) => clash.name), ...unreadableNames])
+  return { services, labels, apps: names, clashes, clashingIds, protectedNames }
 }
 
 /** What an agent answered when asked for its services. */
@@ -170,7 +178,7 @@ export const plan = (desired: Desired, actual: Actual, options: PlanOptions): Pl
     for (const [key, value] of desired.labels) {
       if (actual.kv.get(key) !== value) kvSet.push({ key, value })
     }
-    const clashingNames = new Set(desired.clashes.map((clash) => clash.name))
+    const clashingNames = desired.protectedNames
     const goneApps = new Set<AppName>()
     for (const key of actual.kv.keys()) {
       const parsed = parseLabelKey(key)

@@ -1,4 +1,4 @@
-import { Schema } from "effect"
+import { ParseResult, Schema } from "effect"
 
 /** Wire schemas for the parts of Marathon's REST API that consular reads. Unknown fields are dropped. */
 
@@ -78,7 +78,42 @@ export const App = Schema.Struct({
 })
 export type App = typeof App.Type
 
-export const AppsResponse = Schema.Struct({ apps: Schema.Array(App) })
+/** `GET /v2/apps`: each app is decoded on its own (`splitApps`), so one odd app cannot stop a whole sync. */
+export const AppsResponse = Schema.Struct({ apps: Schema.Array(Schema.Unknown) })
+
+/** An app Marathon listed that consular cannot read: skipped, and its Consul entries left alone. */
+export interface RejectedApp {
+  /** its id when it has a usable one; without it, nothing can be told apart from a gone app */
+  readonly id: string | undefined
+  readonly problem: string
+}
+
+export interface AppListing {
+  readonly apps: ReadonlyArray<App>
+  readonly rejected: ReadonlyArray<RejectedApp>
+}
+
+const decodeApp = Schema.decodeUnknownEither(App)
+
+export const splitApps = (raw: ReadonlyArray<unknown>): AppListing => {
+  const apps: Array<App> = []
+  const rejected: Array<RejectedApp> = []
+  for (const candidate of raw) {
+    const decoded = decodeApp(candidate)
+    if (decoded._tag === "Right") {
+      apps.push(decoded.right)
+      continue
+    }
+    const id = typeof candidate === "object" && candidate !== null && "id" in candidate && typeof candidate.id === "string" &&
+        candidate.id.startsWith("/") && candidate.id.length > 1
+      ? candidate.id
+      : undefined
+    const [first] = ParseResult.ArrayFormatter.formatErrorSync(decoded.left)
+    const problem = first === undefined ? "undecodable" : `${first.path.join(".")}: ${first.message}`.slice(0, 300)
+    rejected.push({ id, problem })
+  }
+  return { apps, rejected }
+}
 export const AppResponse = Schema.Struct({ app: App })
 export const TasksResponse = Schema.Struct({ tasks: Schema.Array(Task) })
 export const EventSubscriptions = Schema.Struct({ callbackUrls: Schema.Array(Schema.String) })

@@ -11,7 +11,7 @@ import type { Registration } from "./ConsulApi.js"
 export const AppName = Schema.String.pipe(Schema.brand("AppName"))
 export type AppName = typeof AppName.Type
 
-export const appName = (id: AppId): AppName => AppName.make(id.replace(/^\/+/, "").replaceAll("/", "-"))
+export const appName = (id: AppId | string): AppName => AppName.make(id.replace(/^\/+/, "").replaceAll("/", "-"))
 
 const regIdTagPrefix = "consular-reg-id="
 const appIdTagPrefix = "consular-app-id="

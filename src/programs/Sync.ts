@@ -8,6 +8,7 @@ import type { AppWithTasks, Plan } from "../domain/Diff.js"
 import { isUnreachable } from "../domain/Errors.js"
 import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
+import type { RejectedApp } from "../domain/MarathonApi.js"
 import { appName, isOwnedBy, kvRoot, parseLabelKey } from "../domain/Naming.js"
 import { Consul } from "../services/Consul.js"
 import { Marathon } from "../services/Marathon.js"
@@ -54,11 +55,14 @@ export interface SyncReport {
 }
 
 /** Marathon's apps with their tasks; `tasks` is fetched per app only when the listing did not embed it. */
-const readMarathon = (concurrency: number): Effect.Effect<ReadonlyArray<AppWithTasks>, MarathonError, Marathon> =>
+const readMarathon = (concurrency: number): Effect.Effect<{
+  readonly apps: ReadonlyArray<AppWithTasks>
+  readonly rejected: ReadonlyArray<RejectedApp>
+}, MarathonError, Marathon> =>
   Effect.gen(function*() {
     const marathon = yield* Marathon
-    const apps = yield* marathon.apps
-    return yield* Effect.forEach(apps, (app) =>
+    const listing = yield* marathon.apps
+    const apps = yield* Effect.forEach(listing.apps, (app) =>
       app.tasks !== undefined
         ? Effect.succeed({ id: app.id, labels: app.labels, version: app.version, tasks: app.tasks })
         : marathon.appTasks(app.id).pipe(
@@ -66,6 +70,7 @@ const readMarathon = (concurrency: number): Effect.Effect<ReadonlyArray<AppWithT
           Effect.catchTag("NotFound", () => Effect.succeed([])),
           Effect.map((tasks) => ({ id: app.id, labels: app.labels, version: app.version, tasks }))
         ), { concurrency })
+    return { apps, rejected: listing.rejected }
   })
 
 const failureOf = (scope: string, error: ConsulError | MarathonError): SyncFailure => ({ scope, message: error.message })
@@ -277,9 +282,15 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
   const mark = yield* ledger.beginPass
   const startedAt = yield* Clock.now
   return yield* Effect.gen(function*() {
-    const apps = yield* readMarathon(concurrency)
-    const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, settings.purge, concurrency)
-    const desired = Diff.desiredState(apps, settings.registrationId, directory)
+    const { apps, rejected } = yield* readMarathon(concurrency)
+    // an app without a usable id cannot be told from a gone one: no purge in this pass
+    const purge = settings.purge && rejected.every((app) => app.id !== undefined)
+    const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, purge, concurrency)
+    for (const app of rejected) {
+      failures.push({ scope: "marathon", message: `app ${app.id ?? "(no id)"} skipped, unreadable: ${app.problem}` })
+      yield* Effect.logError("app Marathon listed cannot be read: skipped").pipe(Effect.annotateLogs({ app: app.id ?? "(no id)", problem: app.problem }))
+    }
+    const desired = Diff.desiredState(apps, settings.registrationId, directory, rejected.flatMap((app) => app.id === undefined ? [] : [app.id]))
     for (const clash of desired.clashes) {
       yield* Effect.logError("app ids share one Consul name: skipped").pipe(
         Effect.annotateLogs({ name: clash.name, ids: clash.ids.join(", ") })
@@ -287,7 +298,7 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     }
     const computed = Diff.plan(desired, actual, {
       registrationId: settings.registrationId,
-      purge: settings.purge,
+      purge,
       fallback: settings.fallback,
       directory
     })

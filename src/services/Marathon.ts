@@ -2,8 +2,8 @@ import { HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { Context, Duration, Effect, Layer, Schema, Stream } from "effect"
 import { createParser } from "eventsource-parser"
 import { MarathonError, NotFound } from "../domain/Errors.js"
-import { AppResponse, AppsResponse, EventSubscriptions, Leader, TasksResponse } from "../domain/MarathonApi.js"
-import type { App, AppId, Task } from "../domain/MarathonApi.js"
+import { AppResponse, AppsResponse, EventSubscriptions, Leader, splitApps, TasksResponse } from "../domain/MarathonApi.js"
+import type { App, AppId, AppListing, Task } from "../domain/MarathonApi.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
 import * as Http from "./Http.js"
 import { MarathonStore } from "./MarathonStore.js"
@@ -20,8 +20,8 @@ export const streamOpened: MarathonStreamEvent = { type: "consular_stream_opened
 
 /** Marathon as consular reads it. Marathon is the source of truth: a read that fails is never "no apps". */
 export class Marathon extends Context.Tag("consular/Marathon")<Marathon, {
-  /** every app with its tasks embedded when Marathon honours `embed=apps.tasks` */
-  readonly apps: Effect.Effect<ReadonlyArray<App>, MarathonError>
+  /** every app with its tasks embedded when Marathon honours `embed=apps.tasks`; apps it cannot read apart */
+  readonly apps: Effect.Effect<AppListing, MarathonError>
   readonly app: (id: AppId) => Effect.Effect<App, NotFound | MarathonError>
   /** NotFound: some Marathon releases answer 404 for an app without tasks (Marathon #3881) */
   readonly appTasks: (id: AppId) => Effect.Effect<ReadonlyArray<Task>, NotFound | MarathonError>
@@ -105,7 +105,7 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
         HttpClientRequest.get(at(base, "/v2/apps")).pipe(HttpClientRequest.setUrlParam("embed", "apps.tasks")),
         HttpClientResponse.schemaBodyJson(AppsResponse)
       ).pipe(
-        Effect.map((response) => response.apps),
+        Effect.map((response) => splitApps(response.apps)),
         Effect.mapError(Http.mapFailure("apps", marathonError("list apps"))),
         Effect.catchTag("NotFound", (e) => Effect.fail(new MarathonError({ operation: "list apps", reason: "Status", status: 404, detail: e.message })))
       )
@@ -298,7 +298,7 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
   return Marathon.of({
     apps: request("apps", "list apps", AppsResponse, () => ({
       apps: [...store.apps.values()].map((app) => appView(store, app, store.embedTasks))
-    })).pipe(Effect.map((response) => response.apps)),
+    })).pipe(Effect.map((response) => splitApps(response.apps))),
     app: (id) =>
       request("app", "read app", Schema.Union(AppResponse, Schema.Undefined), () => {
         const app = store.apps.get(id)

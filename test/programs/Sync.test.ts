@@ -172,6 +172,32 @@ describe("consular sync against the embedded Marathon and Consul", () => {
       expect(dc.consul.kv.has("consular/a-b/l")).toBe(false)
     }))
 
+  it.scopedLive("an app Marathon lists that cannot be read is skipped, its entries kept; every other app is synced", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter()
+      dc.marathon.setTask("/ok", { id: "ok.1", host: "127.0.0.2", ports: [1] }, false)
+      dc.marathon.setTask("/odd", { id: "odd.1", host: "node.1", ports: [2], state: "TASK_STAGING" }, false)
+      dc.consul.register("127.0.0.3", { ID: "odd.0", Name: "odd", Address: "127.0.0.3", Tags: ours("/odd") })
+      dc.consul.register("127.0.0.3", { ID: "gone.1", Name: "gone", Address: "127.0.0.3", Tags: ours("/gone") })
+      dc.consul.put("consular/odd/l", "\"1\"")
+      const report = yield* sync(dc, { purge: true })
+      expect(dc.consul.services("127.0.0.2").has("ok.1")).toBe(true)
+      expect([...dc.consul.services("127.0.0.3").keys()]).toEqual(["odd.0"]) // the gone app's is purged, the odd one's kept
+      expect(dc.consul.kv.get("consular/odd/l")).toBe("\"1\"")
+      expect(report.failures.map((f) => f.message).join("\n")).toContain("app /odd skipped")
+    }))
+
+  it.scopedLive("an app without a usable id means no purge in that pass (it cannot be told from a gone app)", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter()
+      dc.marathon.setTask("/ok", { id: "ok.1", host: "127.0.0.2", ports: [1] }, false)
+      dc.marathon.putApp("no-leading-slash")
+      dc.consul.register("127.0.0.3", { ID: "gone.1", Name: "gone", Address: "127.0.0.3", Tags: ours("/gone") })
+      yield* sync(dc, { purge: true })
+      expect(dc.consul.services("127.0.0.2").has("ok.1")).toBe(true)
+      expect(dc.consul.services("127.0.0.3").has("gone.1")).toBe(true)
+    }))
+
   it.scopedLive("--dry-run computes the plan and writes nothing", () =>
     Effect.gen(function*() {
       const dc = yield* makeDatacenter()

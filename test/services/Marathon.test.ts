@@ -35,8 +35,8 @@ describe("Marathon / MarathonLive only", () => {
       expect(asMarathonError(yield* Effect.flip((yield* client({ Authorization: basic("ops", "wrong") })).apps)).reason)
         .toBe("Unauthorized")
 
-      expect((yield* (yield* client({ Authorization: basic("ops", "pw") })).apps).map((app) => app.id)).toEqual(["/web"])
-      expect((yield* (yield* client({ Authorization: "token=t0k" })).apps).map((app) => app.id)).toEqual(["/web"])
+      expect((yield* (yield* client({ Authorization: basic("ops", "pw") })).apps).apps.map((app) => app.id)).toEqual(["/web"])
+      expect((yield* (yield* client({ Authorization: "token=t0k" })).apps).apps.map((app) => app.id)).toEqual(["/web"])
     }))
 
   it.scopedLive("TLS: Marathon answers over https to a client that trusts the CA", () =>
@@ -49,6 +49,6 @@ describe("Marathon / MarathonLive only", () => {
         yield* Layer.build(MarathonLive({ url: new URL(server.url), timeout: "2 seconds", retries: 0, tls: { ca: testTls.cert } })),
         Marathon
       )
-      expect((yield* marathon.apps).map((app) => app.id)).toEqual(["/web"])
+      expect((yield* marathon.apps).apps.map((app) => app.id)).toEqual(["/web"])
     }))
 })

@@ -18,7 +18,7 @@ describe("a Marathon cluster (--marathon with several URLs)", () => {
       const up = yield* serveMarathon(store, { address: "127.0.0.1" })
       const down = yield* freePort()
       const marathon = yield* client([`http://127.0.0.1:${down}`, up.url])
-      const apps = yield* marathon.apps
+      const apps = (yield* marathon.apps).apps
       expect(apps.map((app) => app.id)).toEqual(["/web"])
       expect(yield* marathon.current).toBe(new URL(up.url).origin)
     }))
@@ -36,7 +36,7 @@ describe("a Marathon cluster (--marathon with several URLs)", () => {
       yield* marathon.followLeader
       expect(yield* marathon.current).toBe(new URL(leader.url).origin)
       yield* Scope.close(firstScope, Exit.void)
-      expect((yield* marathon.apps).map((app) => app.id)).toEqual(["/web"])
+      expect((yield* marathon.apps).apps.map((app) => app.id)).toEqual(["/web"])
     }))
 
   it.scopedLive("credentials in a URL become an Authorization header and leave the URL", () =>
@@ -47,7 +47,7 @@ describe("a Marathon cluster (--marathon with several URLs)", () => {
       url.username = "ops"
       url.password = encodeURIComponent("p@ss")
       const marathon = yield* client([url.href])
-      expect(yield* marathon.apps).toEqual([])
+      expect((yield* marathon.apps).apps).toEqual([])
       expect(yield* marathon.current).not.toContain("ops")
     }))
 })

@@ -52,7 +52,7 @@ export const marathonContract = (name: string, make: MakeMarathon) =>
       it.scopedLive("lists apps with labels and their tasks embedded, every state", () =>
         withMarathon((marathon) =>
           Effect.gen(function*() {
-            const apps = yield* marathon.apps
+            const apps = (yield* marathon.apps).apps
             expect(apps.map((app) => app.id)).toEqual(["/web", "/grp/sub/worker"])
             const web = apps[0]!
             expect(web.labels).toEqual({ domain: "example.org" })
@@ -69,7 +69,7 @@ export const marathonContract = (name: string, make: MakeMarathon) =>
         withMarathon((marathon, store) =>
           Effect.gen(function*() {
             store.embedTasks = false
-            const apps = yield* marathon.apps
+            const apps = (yield* marathon.apps).apps
             expect(apps.map((app) => app.tasks)).toEqual([undefined, undefined])
           })
         ))
@@ -164,7 +164,7 @@ export const marathonContract = (name: string, make: MakeMarathon) =>
         withMarathon((marathon, store) =>
           Effect.gen(function*() {
             store.faultQueue.push({ _tag: "Status", status: 503 }, { _tag: "Refuse" })
-            expect((yield* marathon.apps).length).toBe(2)
+            expect((yield* marathon.apps).apps.length).toBe(2)
           })
         ))
 
