@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Layer } from "effect"
+import { Deferred, Effect, Either, Fiber, Layer } from "effect"
 import { Consul, makeConsulMemory } from "../../src/services/Consul.js"
 import { ConsulStore } from "../../src/services/ConsulStore.js"
 import { Marathon, makeMarathonMemory } from "../../src/services/Marathon.js"
@@ -13,6 +13,23 @@ import { makeDatacenter } from "../support/Datacenter.js"
 import { serveDaemon, statusUpdate } from "../support/Daemon.js"
 
 const ours = (app: string) => ["consular-reg-id=consular", `consular-app-id=${app}`]
+
+/** A memory datacenter with one running task, web.1 on 127.0.0.2, for the races between events and a pass. */
+const oneRunningTask = () => {
+  const consul = new ConsulStore("127.0.0.1")
+  consul.addAgent("127.0.0.1")
+  consul.addAgent("127.0.0.2")
+  const marathon = new MarathonStore()
+  marathon.setTask("/web", { id: "web.1", host: "127.0.0.2", ports: [1] }, false)
+  return { consul, marathon }
+}
+
+const raceContext = (consul: Consul["Type"], marathon: Marathon["Type"]) =>
+  Layer.mergeAll(Layer.succeed(Consul, consul), Layer.succeed(Marathon, marathon), LedgerLive, TopologyLive(new URL("http://127.0.0.1:8500")))
+
+const raceSettings = { registrationId: "consular", fallback: false, fallbackTimeout: "1 second", maxEventBytes: 1000 } as const
+const killWeb1 = () =>
+  Either.getOrThrow(decodeEvent(JSON.stringify(statusUpdate({ taskId: "web.1", taskStatus: "TASK_KILLED", appId: "/web", host: "127.0.0.2" }))))
 
 const terminalStates = [
   "TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST", "TASK_KILLING", "TASK_ERROR", "TASK_DROPPED",
@@ -205,11 +222,7 @@ describe("POST /events through the daemon's HTTP server", () => {
 
   it.effect("a sync that read Marathon before a kill event does not re-register the killed task", () =>
     Effect.gen(function*() {
-      const consul = new ConsulStore("127.0.0.1")
-      consul.addAgent("127.0.0.1")
-      consul.addAgent("127.0.0.2")
-      const marathon = new MarathonStore()
-      marathon.setTask("/web", { id: "web.1", host: "127.0.0.2", ports: [1] }, false)
+      const { consul, marathon } = oneRunningTask()
       const marathonRead = yield* Deferred.make<void>()
       const killApplied = yield* Deferred.make<void>()
       const memory = makeMarathonMemory(marathon)
@@ -218,34 +231,22 @@ describe("POST /events through the daemon's HTTP server", () => {
         ...memory,
         apps: memory.apps.pipe(Effect.tap(() => Deferred.succeed(marathonRead, undefined)), Effect.zipLeft(Deferred.await(killApplied)))
       })
-      const context = Layer.mergeAll(
-        Layer.succeed(Consul, makeConsulMemory(consul)),
-        Layer.succeed(Marathon, slowMarathon),
-        LedgerLive,
-        TopologyLive(new URL("http://127.0.0.1:8500"))
-      )
       yield* Effect.gen(function*() {
-        const handler = yield* makeEventHandler({ registrationId: "consular", fallback: false, fallbackTimeout: "1 second", maxEventBytes: 1000 })
-        const pass = yield* Effect.fork(syncOnce({ registrationId: "consular", purge: true, fallback: false, fallbackTimeout: "1 second", consulUrl: new URL("http://127.0.0.1:8500") }))
+        const handler = yield* makeEventHandler(raceSettings)
+        const pass = yield* Effect.fork(syncOnce({ ...raceSettings, purge: true, consulUrl: new URL("http://127.0.0.1:8500") }))
         yield* Deferred.await(marathonRead)
         marathon.endTask("/web", "web.1", "TASK_KILLED", false)
-        const decoded = decodeEvent(JSON.stringify(statusUpdate({ taskId: "web.1", taskStatus: "TASK_KILLED", appId: "/web", host: "127.0.0.2" })))
-        expect(decoded._tag).toBe("Right")
-        if (decoded._tag === "Right") yield* handler.handle(decoded.right)
+        yield* handler.handle(killWeb1())
         yield* Deferred.succeed(killApplied, undefined)
         const report = yield* Fiber.join(pass)
         expect(report.plan.register).toEqual([])
         expect(consul.services("127.0.0.2").has("web.1")).toBe(false)
-      }).pipe(Effect.provide(context))
+      }).pipe(Effect.provide(raceContext(makeConsulMemory(consul), slowMarathon)))
     }))
 
   it.effect("a kill that lands while a sync is writing that task waits for the write, then removes it", () =>
     Effect.gen(function*() {
-      const consul = new ConsulStore("127.0.0.1")
-      consul.addAgent("127.0.0.1")
-      consul.addAgent("127.0.0.2")
-      const marathon = new MarathonStore()
-      marathon.setTask("/web", { id: "web.1", host: "127.0.0.2", ports: [1] }, false)
+      const { consul, marathon } = oneRunningTask()
       const writing = yield* Deferred.make<void>()
       const gate = yield* Deferred.make<void>()
       const inner = makeConsulMemory(consul)
@@ -257,27 +258,19 @@ describe("POST /events through the daemon's HTTP server", () => {
             inner.register(agent, registration, options)
           )
       })
-      const context = Layer.mergeAll(
-        Layer.succeed(Consul, gatedConsul),
-        Layer.succeed(Marathon, makeMarathonMemory(marathon)),
-        LedgerLive,
-        TopologyLive(new URL("http://127.0.0.1:8500"))
-      )
       yield* Effect.gen(function*() {
-        const handler = yield* makeEventHandler({ registrationId: "consular", fallback: false, fallbackTimeout: "1 second", maxEventBytes: 1000 })
-        const pass = yield* Effect.fork(syncOnce({ registrationId: "consular", purge: false, fallback: false, fallbackTimeout: "1 second", consulUrl: new URL("http://127.0.0.1:8500") }))
+        const handler = yield* makeEventHandler(raceSettings)
+        const pass = yield* Effect.fork(syncOnce({ ...raceSettings, purge: false, consulUrl: new URL("http://127.0.0.1:8500") }))
         yield* Deferred.await(writing)
         // Marathon kills the task while the pass's registration of it is in flight
         marathon.endTask("/web", "web.1", "TASK_KILLED", false)
-        const decoded = decodeEvent(JSON.stringify(statusUpdate({ taskId: "web.1", taskStatus: "TASK_KILLED", appId: "/web", host: "127.0.0.2" })))
-        if (decoded._tag !== "Right") return yield* Effect.die("undecodable")
-        const kill = yield* Effect.fork(handler.handle(decoded.right))
+        const kill = yield* Effect.fork(handler.handle(killWeb1()))
         yield* Effect.yieldNow()
         expect(kill.unsafePoll()).toBeNull() // it waits for the task's lock
         yield* Deferred.succeed(gate, undefined)
         yield* Fiber.join(pass)
         expect(yield* Fiber.join(kill)).toBe("deregistered")
         expect(consul.services("127.0.0.2").has("web.1")).toBe(false)
-      }).pipe(Effect.provide(context))
+      }).pipe(Effect.provide(raceContext(gatedConsul, makeMarathonMemory(marathon))))
     }))
 })
