@@ -32,6 +32,17 @@ describe("Consul ACL tokens", () => {
       expect(dc.consul.services("127.0.0.2").has("web.1")).toBe(true)
       expect(dc.consul.kv.get("consular/web/a")).toBe("\"1\"")
       expect(allowed.stdout + allowed.stderr).not.toContain("tok-7f3a9c")
+      // the daemon's events go through the same token
+      const port = yield* freePort()
+      const daemon = yield* startCli(["run", "--host", "127.0.0.1", "--port", `${port}`, "--consul", dc.consulUrl.href,
+        "--marathon", dc.marathonUrl.href, "--events", "callback", "--consul-token", "tok-7f3a9c", "--debug"])
+      yield* eventually("the daemon serves", async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 200)
+      const event = JSON.stringify(statusUpdate({ taskId: "web.2", taskStatus: "TASK_RUNNING", appId: "/web", host: "127.0.0.3" }))
+      const response = yield* Effect.promise(() => fetch(`http://127.0.0.1:${port}/events`, { method: "POST", body: event }))
+      expect(response.status).toBe(200)
+      expect(dc.consul.services("127.0.0.3").has("web.2")).toBe(true)
+      expect(yield* daemon.stop()).toBe(0)
+      expect(daemon.output()).not.toContain("tok-7f3a9c")
     }))
 
   it.scopedLive("the token may come from CONSUL_HTTP_TOKEN or --consul-token-file", () =>
