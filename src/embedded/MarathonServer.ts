@@ -123,7 +123,7 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
     const embed = requestTarget(request).query.getAll("embed")
     // "app.tasks" is the older spelling Marathon still accepts
     const withTasks = store.embedTasks && (embed.includes("apps.tasks") || embed.includes("app.tasks"))
-    return Effect.succeed(json({ apps: [...store.apps.values()].map((app) => appView(store, app, withTasks)) }))
+    return Effect.succeed(json({ apps: [...store.apps.values()].map((app) => appView(app, withTasks)) }))
   })
 
   const appOrTasks = Effect.gen(function*() {
@@ -145,7 +145,7 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
     }
     return yield* admitted("app", () => {
       const app = full === undefined ? undefined : store.apps.get(full)
-      return Effect.succeed(app === undefined ? appMissing(full ?? path) : json({ app: appView(store, app, true) }))
+      return Effect.succeed(app === undefined ? appMissing(full ?? path) : json({ app: appView(app, true) }))
     })
   })
 

@@ -182,7 +182,7 @@ export const makeEventHandler = (settings: EventSettings) =>
         if (written.failures.length > 0) {
           return yield* new ConsulError({ operation: "write labels", reason: "Status", detail: written.failures.map((f) => f.message).join("; ") })
         }
-        yield* rememberLabels(app.id, app.version).pipe(Effect.provideService(Topology, topology))
+        rememberLabels(topology, app.id, app.version)
       })
 
     const register = (event: StatusUpdateEvent) =>

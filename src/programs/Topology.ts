@@ -1,4 +1,4 @@
-import { Context, Effect, Layer } from "effect"
+import { Context, Layer } from "effect"
 import { agentDirectory } from "../domain/Agents.js"
 import type { AgentDirectory } from "../domain/Agents.js"
 import { KeyedLock } from "./KeyedLock.js"
@@ -49,8 +49,7 @@ export const TopologyLive = (consulUrl: URL): Layer.Layer<Topology> =>
 export const labelsKnown = (topology: TopologyView, appId: string, version: string | undefined): boolean =>
   version !== undefined && topology.labelVersions.get(appId) === version
 
-export const rememberLabels = (appId: string, version: string | undefined) =>
-  Effect.map(Topology, (topology) => {
-    if (version === undefined) topology.labelVersions.delete(appId)
-    else topology.labelVersions.set(appId, version)
-  })
+export const rememberLabels = (topology: TopologyView, appId: string, version: string | undefined): void => {
+  if (version === undefined) topology.labelVersions.delete(appId)
+  else topology.labelVersions.set(appId, version)
+}

@@ -231,7 +231,7 @@ export interface MarathonMemorySettings {
 }
 
 /** What `GET /v2/apps?embed=apps.tasks` would decode to; tasks of every state are listed, as in Marathon. */
-export const appView = (store: MarathonStore, app: StoredApp, embed: boolean): unknown => ({
+export const appView = (app: StoredApp, embed: boolean): unknown => ({
   id: app.id,
   labels: app.labels,
   version: app.version,
@@ -297,12 +297,12 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
 
   return Marathon.of({
     apps: request("apps", "list apps", AppsResponse, () => ({
-      apps: [...store.apps.values()].map((app) => appView(store, app, store.embedTasks))
+      apps: [...store.apps.values()].map((app) => appView(app, store.embedTasks))
     })).pipe(Effect.map((response) => splitApps(response.apps))),
     app: (id) =>
       request("app", "read app", Schema.Union(AppResponse, Schema.Undefined), () => {
         const app = store.apps.get(id)
-        return app === undefined ? undefined : { app: appView(store, app, true) }
+        return app === undefined ? undefined : { app: appView(app, true) }
       }).pipe(Effect.flatMap((response) => response === undefined ? Effect.fail(notFound(`app ${id}`)) : Effect.succeed(response.app))),
     appTasks: (id) =>
       request("tasks", "list tasks", Schema.Union(TasksResponse, Schema.Undefined), () => {
