@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { Command, Options } from "@effect/cli"
 import { HelpDoc } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Config, Console, Data, Duration, Effect, Layer, LogLevel, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
 import { ConsulLive } from "./services/Consul.js"

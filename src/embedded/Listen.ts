@@ -1,6 +1,7 @@
 import { HttpServer } from "@effect/platform"
 import type { HttpApp, HttpServerError, HttpServerRequest } from "@effect/platform"
-import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Effect } from "effect"
 import type { Scope } from "effect"
 import * as Http from "node:http"

@@ -1,6 +1,6 @@
 import { HttpClientRequest, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { HttpServerError } from "@effect/platform"
-import { NodeHttpServerRequest } from "@effect/platform-node"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Context, Effect, Layer, Option, Queue, Stream } from "effect"
 import type { Duration, Scope } from "effect"
 import { STATUS_CODES } from "node:http"

@@ -1,5 +1,5 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServerRequest } from "@effect/platform-node"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Duration, Effect, Either, Option, ParseResult, Schema, SchemaAST as AST } from "effect"
 import { ConsulError, InvalidEvent, isUnreachable, PayloadTooLarge } from "../domain/Errors.js"
 import type { MarathonError } from "../domain/Errors.js"

@@ -1,27 +1,19 @@
-import { HttpClient, HttpClientRequest } from "@effect/platform"
-import type { HttpClientResponse } from "@effect/platform"
-import type { HttpClientError } from "@effect/platform"
-import { NodeHttpClient } from "@effect/platform-node"
+import { HttpClientRequest } from "@effect/platform"
+import type { HttpClientError, HttpClientResponse } from "@effect/platform"
 import { Cause, Duration, Effect, ParseResult, Schedule } from "effect"
-import type { Stream } from "effect"
-import type { Scope } from "effect"
-import { Agent } from "undici"
+import type { Scope, Stream } from "effect"
 import { NotFound } from "../domain/Errors.js"
 import type { Reason } from "../domain/Errors.js"
+import { makeTransport, statusFailure } from "./HttpTransport.js"
+import type { TlsSettings } from "./HttpTransport.js"
+
+export type { TlsSettings } from "./HttpTransport.js"
 
 /**
  * The one outbound HTTP helper: every Consul and Marathon request goes through `HttpApi.send`, which sets the
  * headers, bounds each attempt by a timeout, retries only transient failures with capped, jittered exponential
  * backoff, and leaves through `mapFailure` (404 -> NotFound, the rest -> the service's own error).
  */
-
-export interface TlsSettings {
-  /** PEM contents, not paths: main.ts reads the files */
-  readonly ca?: string | undefined
-  readonly cert?: string | undefined
-  readonly key?: string | undefined
-  readonly skipVerify?: boolean | undefined
-}
 
 export interface HttpSettings {
   /** per attempt, connect to body read */
@@ -168,38 +160,30 @@ export interface HttpApi {
   ) => Effect.Effect<Stream.Stream<Uint8Array, HttpFailure>, HttpFailure>
 }
 
-export const ignoreBody = (response: HttpClientResponse.HttpClientResponse) =>
-  Effect.asVoid(response.arrayBuffer)
+/** For answers whose body says nothing (a registration, a deregistration): it was read off the wire already. */
+export const ignoreBody = (_response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> => Effect.void
 
 /** One client per upstream, with its own keep-alive connection pool and TLS settings. */
 export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const dispatcher = yield* Effect.acquireRelease(
-      Effect.sync(() =>
-        new Agent({
-          connections: settings.connections ?? 64,
-          keepAliveTimeout: 30_000,
-          connect: {
-            ...(settings.tls?.ca !== undefined ? { ca: settings.tls.ca } : {}),
-            ...(settings.tls?.cert !== undefined ? { cert: settings.tls.cert } : {}),
-            ...(settings.tls?.key !== undefined ? { key: settings.tls.key } : {}),
-            rejectUnauthorized: settings.tls?.skipVerify !== true
-          }
-        })
-      ),
-      (agent) => Effect.promise(() => agent.destroy())
-    )
+    const transport = yield* makeTransport({ connections: settings.connections ?? 64, tls: settings.tls })
     const headers = settings.headers ?? {}
-    const client = NodeHttpClient.makeUndici(dispatcher).pipe(
-      HttpClient.mapRequest((request) => request.pipe(HttpClientRequest.acceptJson, HttpClientRequest.setHeaders(headers))),
-      HttpClient.filterStatusOk
-    )
+    const prepare = (request: HttpClientRequest.HttpClientRequest) =>
+      request.pipe(HttpClientRequest.acceptJson, HttpClientRequest.setHeaders(headers))
+    const timeoutMillis = Duration.toMillis(settings.timeout)
     const backoff = retrySchedule(settings)
 
-    const send: HttpApi["send"] = (request, read, options) => {
-      const attempt = client.execute(request).pipe(
-        Effect.flatMap(read),
-        Effect.timeout(options?.timeout ?? settings.timeout)
+    const send = <A, E>(
+      request: HttpClientRequest.HttpClientRequest,
+      read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E>,
+      options?: SendOptions
+    ): Effect.Effect<A, E | HttpFailure> => {
+      const prepared = prepare(request)
+      const attemptTimeout = options?.timeout === undefined ? timeoutMillis : Duration.toMillis(options.timeout)
+      const attempt: Effect.Effect<A, E | HttpFailure> = transport.exchange(prepared, attemptTimeout).pipe(
+        Effect.flatMap((response): Effect.Effect<A, E | HttpFailure> =>
+          isOk(response.status) ? read(response) : Effect.fail(statusFailure(response))
+        )
       )
       const logged = settings.debug === true
         ? attempt.pipe(
@@ -216,22 +200,28 @@ export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, 
         )
         : attempt
       const retryUnreachable = options?.retryUnreachable ?? true
+      const retryable = (failure: unknown): boolean =>
+        isHttpFailure(failure) && isTransient(failure) && (retryUnreachable || !isUnreachableFailure(failure))
+      // The retry policy is set up only once the first attempt has failed: nearly every request succeeds at
+      // once, and a schedule driver per request was a tenth of a cold sync's CPU. The first failure is replayed
+      // to the policy, so the delays and the count are exactly Effect.retry's.
       return logged.pipe(
-        Effect.retry({
-          schedule: backoff,
-          times: settings.retries,
-          while: (failure) =>
-            isHttpFailure(failure) && isTransient(failure) && (retryUnreachable || !isUnreachableFailure(failure))
+        Effect.catchIf(retryable, (first) => {
+          let replayed = false
+          const again = Effect.suspend((): Effect.Effect<A, E | HttpFailure> => {
+            if (replayed) return logged
+            replayed = true
+            return Effect.fail(first)
+          })
+          return Effect.retry(again, { schedule: backoff, times: settings.retries, while: retryable })
         })
       )
     }
-    const openStream: HttpApi["openStream"] = (request) =>
-      client.execute(request).pipe(
-        Effect.timeout(settings.timeout),
-        Effect.map((response) => response.stream)
-      )
+    const openStream: HttpApi["openStream"] = (request) => transport.openStream(prepare(request), timeoutMillis)
     return { send, openStream }
   })
+
+const isOk = (status: number) => status >= 200 && status < 300
 
 const httpFailureTags = new Set(["RequestError", "ResponseError", "TimeoutException", "ParseError"])
 const isHttpFailure = (failure: unknown): failure is HttpFailure =>
