@@ -27,6 +27,8 @@ const result = await build({
   sourcemap: true,
   sourcesContent: false,
   legalComments: "none",
+  // a third of the bytes to read and parse at every start, and a smaller heap: stack traces still map through the source map
+  minify: true,
   logLevel: "warning",
   metafile: process.argv.includes("--metafile")
 })
