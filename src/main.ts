@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// first: the heap policy applies from the first allocation of the modules below
+import "./HeapPolicy.js"
 import { Command, Options } from "@effect/cli"
 import { HelpDoc } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"

@@ -1,0 +1,39 @@
+import { PerformanceObserver } from "node:perf_hooks"
+import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8"
+
+/**
+ * consular's live heap is small (about 20 MB in the middle of a sync of 5,000 tasks, code included), but V8's
+ * defaults are sized for the machine's whole memory: the young generation grows to 32 MB, and the old one fills
+ * with dead objects to several times its live size before a full collection. A daemon beside every Consul
+ * should stay small, and here that costs little CPU:
+ * - the old generation may grow by half its live size between full collections (`--heap-growing-percent`);
+ * - the young generation stops growing at 8 MB (`--semi-space-growth-factor=1` once it is that big: smaller
+ *   than that, collections come so often that events slow down).
+ * Measured on the bench (5,000 tasks, 4,000 events): peak RSS 142 -> 104 MiB (sync), 166 -> 109 MiB (daemon),
+ * with events no slower (2,271 RUNNING/s, p99 15 ms).
+ * V8 reads both flags at each collection, so setting them while running takes effect. Heap flags an operator
+ * gives node (`node --max-semi-space-size=… dist/main.js`, or NODE_OPTIONS) win: then this sets nothing.
+ */
+
+const youngGenerationCap = 8 * 1024 * 1024
+
+const operatorFlags = [...process.execArgv, ...(process.env["NODE_OPTIONS"] ?? "").split(/\s+/)]
+  .some((flag) => /^--(max|min)-(semi|old)-space-size|^--(heap-growing-percent|semi-space-growth-factor|optimize-for-size)/.test(flag))
+
+const youngGenerationSize = () => getHeapSpaceStatistics().find((space) => space.space_name === "new_space")?.space_size ?? 0
+
+if (!operatorFlags) {
+  setFlagsFromString("--heap-growing-percent=50")
+  // the young generation grows only at a collection: look after each one until it is big enough
+  const capYoungGeneration = () => {
+    if (youngGenerationSize() < youngGenerationCap) return false
+    setFlagsFromString("--semi-space-growth-factor=1")
+    return true
+  }
+  if (!capYoungGeneration()) {
+    const observer = new PerformanceObserver(() => {
+      if (capYoungGeneration()) observer.disconnect()
+    })
+    observer.observe({ entryTypes: ["gc"] })
+  }
+}
