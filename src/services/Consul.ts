@@ -75,7 +75,16 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
   Layer.scoped(Consul, Effect.gen(function*() {
     const http = yield* Http.makeHttp(settings)
     const main = settings.url
-    const at = (agent: string, path: string): string => new URL(path, agentUrl(main, agent)).href
+    // an agent's origin is worked out once: a cold sync sends thousands of requests to a handful of agents
+    const origins = new Map<string, string>()
+    const at = (agent: string, path: string): string => {
+      let origin = origins.get(agent)
+      if (origin === undefined) {
+        origin = agentUrl(main, agent).origin
+        origins.set(agent, origin)
+      }
+      return origin + path
+    }
     const onMain = (path: string): string => new URL(path, main).href
 
     const agentServices = (agent: string, options?: { readonly retryUnreachable?: boolean }) =>
