@@ -17,12 +17,16 @@ import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8"
 
 const youngGenerationCap = 8 * 1024 * 1024
 
-const operatorFlags = [...process.execArgv, ...(process.env["NODE_OPTIONS"] ?? "").split(/\s+/)]
-  .some((flag) => /^--(max|min)-(semi|old)-space-size|^--(heap-growing-percent|semi-space-growth-factor|optimize-for-size)/.test(flag))
+/** Heap flags the operator gave node themselves (on its command line or in NODE_OPTIONS): theirs win. */
+export const operatorSetHeapFlags = (execArgv: ReadonlyArray<string>, nodeOptions: string | undefined): boolean =>
+  [...execArgv, ...(nodeOptions ?? "").split(/\s+/)].some((flag) =>
+    /^--(max|min)[-_](semi|old)[-_]space[-_]size|^--(heap[-_]growing[-_]percent|semi[-_]space[-_]growth[-_]factor|optimize[-_]for[-_]size)/
+      .test(flag)
+  )
 
 const youngGenerationSize = () => getHeapSpaceStatistics().find((space) => space.space_name === "new_space")?.space_size ?? 0
 
-if (!operatorFlags) {
+if (!operatorSetHeapFlags(process.execArgv, process.env["NODE_OPTIONS"])) {
   setFlagsFromString("--heap-growing-percent=50")
   // the young generation grows only at a collection: look after each one until it is big enough
   const capYoungGeneration = () => {

@@ -97,12 +97,9 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
       }
       const secure = url.right.protocol === "https:"
       const agent = secure ? (stream ? agents.httpsStream : agents.https) : (stream ? agents.httpStream : agents.http)
-      // Node would send an empty PUT/POST chunked; Consul and Marathon expect a length
-      const headers: Record<string, string> = body._tag === "Empty" && request.method !== "GET" && request.method !== "HEAD"
-        ? { ...request.headers, "content-length": "0" }
-        : request.headers
       try {
-        const outgoing = (secure ? https : http).request(url.right, { method: request.method, headers, agent }, onResponse)
+        // ending with no body sends `content-length: 0`, with one its length (HttpClientRequest set the header)
+        const outgoing = (secure ? https : http).request(url.right, { method: request.method, headers: request.headers, agent }, onResponse)
         outgoing.end(body._tag === "Uint8Array" ? body.body : undefined)
         return Either.right(outgoing)
       } catch (cause) {

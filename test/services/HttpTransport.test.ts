@@ -1,0 +1,199 @@
+import { HttpClientRequest } from "@effect/platform"
+import { assert, describe, expect, it } from "@effect/vitest"
+import { Cause, Chunk, Effect, Either, Fiber, Stream } from "effect"
+import { createServer } from "node:http"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import type { AddressInfo, Socket } from "node:net"
+import { makeTransport } from "../../src/services/HttpTransport.js"
+import { makeHttp } from "../../src/services/Http.js"
+
+/**
+ * The wire under Http.ts, against a bare Node server on loopback that can misbehave in ways the embedded
+ * Consul and Marathon do not: cut a body short, stall after the headers, drop a stream.
+ */
+
+interface Seen {
+  readonly method: string
+  readonly url: string
+  readonly headers: IncomingMessage["headers"]
+  readonly body: string
+}
+
+interface RawServer {
+  readonly url: string
+  readonly seen: Array<Seen>
+  readonly connections: () => number
+  readonly closed: () => number
+}
+
+const rawServer = (handle: (request: IncomingMessage, response: ServerResponse, socket: Socket) => void) =>
+  Effect.gen(function*() {
+    const seen: Array<Seen> = []
+    let connections = 0
+    let closed = 0
+    const server = createServer((request, response) => {
+      const chunks: Array<Buffer> = []
+      request.on("data", (chunk: Buffer) => chunks.push(chunk))
+      request.on("end", () => {
+        seen.push({ method: request.method ?? "", url: request.url ?? "", headers: request.headers, body: Buffer.concat(chunks).toString("utf8") })
+        handle(request, response, request.socket)
+      })
+    })
+    server.on("connection", (socket: Socket) => {
+      connections++
+      socket.on("close", () => closed++)
+    })
+    yield* Effect.acquireRelease(
+      Effect.async<void>((resume) => {
+        server.listen(0, "127.0.0.1", () => resume(Effect.void))
+      }),
+      () => Effect.async<void>((resume) => {
+        server.closeAllConnections()
+        server.close(() => resume(Effect.void))
+      })
+    )
+    const { port } = server.address() as AddressInfo
+    return { url: `http://127.0.0.1:${port}`, seen, connections: () => connections, closed: () => closed } satisfies RawServer
+  })
+
+const waitUntil = (condition: () => boolean) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 200 && !condition(); i++) yield* Effect.sleep("10 millis")
+    return condition()
+  })
+
+describe("HttpTransport (Node's http under Http.ts)", () => {
+  it.scopedLive("an empty PUT carries content-length: 0, a JSON body its own length; keep-alive reuses connections", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((_request, response) => response.end("{}"))
+      const transport = yield* makeTransport({ connections: 4 })
+      const empty = yield* transport.exchange(HttpClientRequest.put(`${server.url}/v1/agent/service/deregister/x`), 2_000)
+      expect(empty.status).toBe(200)
+      expect(server.seen[0]!.headers["content-length"]).toBe("0")
+      expect(server.seen[0]!.headers["transfer-encoding"]).toBeUndefined()
+      const body = { ID: "a", Name: "wébapp", Tags: ["x"] }
+      yield* transport.exchange(HttpClientRequest.put(`${server.url}/v1/agent/service/register`).pipe(HttpClientRequest.bodyUnsafeJson(body)), 2_000)
+      expect(JSON.parse(server.seen[1]!.body)).toEqual(body)
+      expect(server.seen[1]!.headers["content-length"]).toBe(String(Buffer.byteLength(JSON.stringify(body))))
+      expect(server.seen[1]!.headers["content-type"]).toBe("application/json")
+      // one after the other: the same connection every time
+      for (let i = 0; i < 20; i++) yield* transport.exchange(HttpClientRequest.get(`${server.url}/v1/agent/services`), 2_000)
+      expect(server.connections()).toBe(1)
+      // at once: no more connections than the pool allows
+      yield* Effect.forEach(Array.from({ length: 40 }, (_, i) => i), () => transport.exchange(HttpClientRequest.get(`${server.url}/x`), 2_000), { concurrency: 40 })
+      expect(server.connections()).toBeLessThanOrEqual(4)
+    }))
+
+  it.scopedLive("URL parameters are encoded; the answer is read whole, whatever its status", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((request, response) => {
+        response.statusCode = request.url?.startsWith("/missing") ? 404 : 200
+        response.end(request.url?.startsWith("/missing") ? "no such thing" : "[1,2]")
+      })
+      const transport = yield* makeTransport({ connections: 2 })
+      const ok = yield* transport.exchange(
+        HttpClientRequest.get(`${server.url}/v1/agent/services`).pipe(HttpClientRequest.setUrlParam("filter", "ID == \"a b\"")),
+        2_000
+      )
+      expect(server.seen[0]!.url).toBe("/v1/agent/services?filter=ID+%3D%3D+%22a+b%22")
+      expect(yield* ok.json).toEqual([1, 2])
+      const missing = yield* transport.exchange(HttpClientRequest.get(`${server.url}/missing`), 2_000)
+      expect(missing.status).toBe(404)
+      expect(yield* missing.text).toBe("no such thing")
+    }))
+
+  it.scopedLive("a body cut short is a Transport failure, a stalled one a timeout; Http.send retries both", () =>
+    Effect.gen(function*() {
+      let calls = 0
+      const server = yield* rawServer((request, response, socket) => {
+        calls++
+        if (request.url === "/cut" || (request.url === "/flaky" && calls <= 2)) {
+          response.writeHead(200, { "content-length": "100" })
+          response.write("{\"partial\":")
+          setTimeout(() => socket.destroy(), 10)
+          return
+        }
+        if (request.url === "/stall") {
+          response.writeHead(200, { "content-length": "100" })
+          response.write("{")
+          return // never ends
+        }
+        response.end("{\"whole\":true}")
+      })
+      const transport = yield* makeTransport({ connections: 2 })
+      const cut = yield* Effect.flip(transport.exchange(HttpClientRequest.get(`${server.url}/cut`), 2_000))
+      assert(cut._tag === "RequestError" && cut.reason === "Transport", `got ${cut._tag}`)
+      const stalled = yield* Effect.flip(transport.exchange(HttpClientRequest.get(`${server.url}/stall`), 200))
+      expect(Cause.isTimeoutException(stalled)).toBe(true)
+
+      calls = 0
+      const http = yield* makeHttp({ timeout: "2 seconds", retries: 3, retryBase: "1 millis" })
+      const answer = yield* http.send(HttpClientRequest.get(`${server.url}/flaky`), (response) => response.json)
+      expect(answer).toEqual({ whole: true })
+      expect(calls).toBe(3) // two cut bodies, then the whole one
+    }))
+
+  it.scopedLive("an interrupted exchange closes its connection instead of leaving it in the pool", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer(() => {
+        // never answers
+      })
+      const transport = yield* makeTransport({ connections: 2 })
+      const fiber = yield* Effect.fork(transport.exchange(HttpClientRequest.get(`${server.url}/hang`), 60_000))
+      expect(yield* waitUntil(() => server.seen.length === 1)).toBe(true)
+      yield* Fiber.interrupt(fiber)
+      expect(yield* waitUntil(() => server.closed() === 1)).toBe(true)
+    }))
+
+  it.scopedLive("a header Node refuses and an unparsable URL are failures, not crashes", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((_request, response) => response.end("{}"))
+      const transport = yield* makeTransport({ connections: 2 })
+      const badHeader = yield* Effect.flip(
+        transport.exchange(HttpClientRequest.get(`${server.url}/`).pipe(HttpClientRequest.setHeader("x-token", "a\r\nb")), 2_000)
+      )
+      assert(badHeader._tag === "RequestError" && badHeader.reason === "Encode", `got ${badHeader._tag}`)
+      const badUrl = yield* Effect.flip(transport.exchange(HttpClientRequest.get("http://exa mple:99999/"), 2_000))
+      assert(badUrl._tag === "RequestError" && badUrl.reason === "InvalidUrl", `got ${badUrl._tag}`)
+      expect(server.seen).toHaveLength(0)
+    }))
+
+  it.scopedLive("bodies: empty JSON is null, broken JSON a Decode failure, bytes as sent", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((request, response) => response.end(request.url === "/broken" ? "{nope" : request.url === "/empty" ? "" : "é€"))
+      const transport = yield* makeTransport({ connections: 2 })
+      expect(yield* (yield* transport.exchange(HttpClientRequest.get(`${server.url}/empty`), 2_000)).json).toBeNull()
+      const broken = yield* Effect.flip((yield* transport.exchange(HttpClientRequest.get(`${server.url}/broken`), 2_000)).json)
+      expect(broken.reason).toBe("Decode")
+      const bytes = yield* transport.exchange(HttpClientRequest.get(`${server.url}/bytes`), 2_000)
+      expect(new Uint8Array(yield* bytes.arrayBuffer)).toEqual(new Uint8Array(Buffer.from("é€")))
+      expect(yield* bytes.text).toBe("é€")
+    }))
+
+  it.scopedLive("streams: chunks as they come, a non-2xx read whole as a ResponseError, a dropped stream a Transport failure", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((request, response, socket) => {
+        if (request.url === "/gone") {
+          response.statusCode = 404
+          response.end("no events here")
+          return
+        }
+        response.writeHead(200, { "content-type": "text/event-stream" })
+        response.write("data: one\n\n")
+        setTimeout(() => response.write("data: two\n\n"), 20)
+        setTimeout(() => request.url === "/drop" ? socket.destroy() : response.end(), 40)
+      })
+      const transport = yield* makeTransport({ connections: 2 })
+      const whole = yield* transport.openStream(HttpClientRequest.get(`${server.url}/events`), 2_000)
+      const text = yield* whole.pipe(Stream.decodeText(), Stream.runCollect, Effect.map(Chunk.join("")))
+      expect(text).toBe("data: one\n\ndata: two\n\n")
+
+      const gone = yield* Effect.flip(transport.openStream(HttpClientRequest.get(`${server.url}/gone`), 2_000))
+      assert(gone._tag === "ResponseError" && gone.response.status === 404, `got ${gone._tag}`)
+      expect(yield* gone.response.text).toBe("no events here")
+
+      const dropping = yield* transport.openStream(HttpClientRequest.get(`${server.url}/drop`), 2_000)
+      const dropped = yield* dropping.pipe(Stream.runCollect, Effect.either)
+      assert(Either.isLeft(dropped) && dropped.left._tag === "RequestError" && dropped.left.reason === "Transport", "a dropped stream fails")
+    }))
+})
