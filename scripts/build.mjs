@@ -1,4 +1,6 @@
-// Bundles src/main.ts and everything it imports into one ES module, dist/main.js (the `consular` bin).
+// Bundles src/main.ts and everything it imports into dist/main.js (the `consular` bin) and a few chunks beside it
+// in dist/chunks/: the daemon's and the demo's code is loaded only when their command runs, so that a one-shot
+// sync neither parses it nor keeps it in memory (peak RSS of `--version` 85 -> 71 MiB).
 // Node then reads and compiles one file instead of resolving the hundreds of modules behind the Effect barrels:
 // `node dist/main.js --version` takes about 0.25 s instead of about 1 s.
 // Type-checking is tsc's job (`npm run build` runs `tsc --noEmit` first); esbuild only strips the types.
@@ -15,8 +17,11 @@ await mkdir(`${root}dist`, { recursive: true })
 
 const result = await build({
   absWorkingDir: root,
-  entryPoints: ["src/main.ts"],
-  outfile: "dist/main.js",
+  entryPoints: { main: "src/main.ts" },
+  outdir: "dist",
+  // the daemon and the demo are chunks of their own, imported when their command runs
+  splitting: true,
+  chunkNames: "chunks/[name]-[hash]",
   bundle: true,
   platform: "node",
   format: "esm",

@@ -10,9 +10,7 @@ import { readFileSync } from "node:fs"
 import { ConsulLive } from "./services/Consul.js"
 import { LoggerLive } from "./services/Logger.js"
 import { MarathonLive } from "./services/Marathon.js"
-import { daemonObservability, runDaemon } from "./programs/Daemon.js"
 import type { DaemonSettings } from "./programs/Daemon.js"
-import { runDemo } from "./programs/Demo.js"
 import { LedgerLive } from "./programs/Ledger.js"
 import { TopologyLive } from "./programs/Topology.js"
 import { planLines, summaryLines, syncOnce } from "./programs/Sync.js"
@@ -257,6 +255,11 @@ const reportUsage = <A, E, R>(effect: Effect.Effect<A, E | UsageError, R>) =>
     (error) => Console.error(error.message).pipe(Effect.zipRight(Effect.fail(error)))
   ))
 
+// Loaded when their command runs: a one-shot sync does not parse the HTTP server, the metrics or the embedded
+// Consul and Marathon (the bundle is split at these imports).
+const loadDaemon = Effect.promise(() => import("./programs/Daemon.js"))
+const loadDemo = Effect.promise(() => import("./programs/Demo.js"))
+
 const runHandler = (o: DaemonOptions) => {
   const settings: DaemonSettings = {
     ...syncSettings(o),
@@ -268,14 +271,15 @@ const runHandler = (o: DaemonOptions) => {
     events: o.events,
     eventsSecret: Option.getOrUndefined(o.eventsSecretFile)
   }
-  return runDaemon(settings).pipe(
-    Effect.catchTag("ServeError", (error) =>
-      Console.error(`consular: cannot listen on ${o.host}:${o.port}: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`).pipe(
-        Effect.zipRight(Effect.fail(error))
-      )),
-    Effect.provide(Layer.mergeAll(servicesLive(o), daemonObservability(settings), loggerLive(o, false), untraced)),
-    reportUsage
-  )
+  return Effect.flatMap(loadDaemon, ({ daemonObservability, runDaemon }) =>
+    runDaemon(settings).pipe(
+      Effect.catchTag("ServeError", (error) =>
+        Console.error(`consular: cannot listen on ${o.host}:${o.port}: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`).pipe(
+          Effect.zipRight(Effect.fail(error))
+        )),
+      Effect.provide(Layer.mergeAll(servicesLive(o), daemonObservability(settings), loggerLive(o, false), untraced)),
+      reportUsage
+    ))
 }
 
 // Invoked with no subcommand, consular runs the daemon, as the Python CLI did.
@@ -301,7 +305,7 @@ const sync = Command.make("sync", { ...commonOptions, dryRun }, (o) =>
   }).pipe(Effect.provide(Layer.mergeAll(servicesLive(o), loggerLive(o, true), untraced)), reportUsage)
 ).pipe(Command.withDescription("one pass: make Consul match Marathon, print a summary, exit"))
 
-const demo = Command.make("demo", {}, () => runDemo).pipe(
+const demo = Command.make("demo", {}, () => Effect.flatMap(loadDemo, ({ runDemo }) => runDemo)).pipe(
   Command.withDescription("start an embedded Marathon and Consul on loopback and show consular at work")
 )
 
