@@ -1,12 +1,11 @@
 #!/usr/bin/env node
-// first: the heap policy applies from the first allocation of the modules below
-import "./HeapPolicy.js"
 import { Command, Options } from "@effect/cli"
 import { HelpDoc } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Config, Console, Data, Duration, Effect, Layer, LogLevel, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
+import { applyHeapPolicy } from "./HeapPolicy.js"
 import { ConsulLive } from "./services/Consul.js"
 import { LoggerLive } from "./services/Logger.js"
 import { MarathonLive } from "./services/Marathon.js"
@@ -313,6 +312,8 @@ const cli = Command.run(consular.pipe(Command.withSubcommands([run, sync, demo])
   name: "consular",
   version: "0.1.0"
 })
+
+applyHeapPolicy()
 
 cli(process.argv).pipe(
   Effect.provide(NodeContext.layer),

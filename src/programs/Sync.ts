@@ -13,6 +13,7 @@ import { appName, isOwnedBy, kvRoot, parseLabelKey } from "../domain/Naming.js"
 import { Consul } from "../services/Consul.js"
 import { Marathon } from "../services/Marathon.js"
 import * as Clock from "../services/Clock.js"
+import { forEachInLanes } from "./Lanes.js"
 import { Ledger } from "./Ledger.js"
 import { ownedKey, rememberOwned, Topology } from "./Topology.js"
 
@@ -256,8 +257,8 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
       )
 
     yield* Effect.all([
-      Effect.forEach(plan.register, register, { concurrency, discard: true }),
-      Effect.forEach(plan.deregister, deregister, { concurrency, discard: true }),
+      forEachInLanes(plan.register, register, concurrency),
+      forEachInLanes(plan.deregister, deregister, concurrency),
       writeKv(plan, (key) => {
         const parsed = parseLabelKey(key)
         return parsed === undefined ? Effect.succeed(true) : Effect.map(ledger.appTouchedSince(parsed.app, mark), (touched) => !touched)

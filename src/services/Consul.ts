@@ -1,5 +1,5 @@
 import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { Context, Duration, Effect, Layer } from "effect"
+import { Context, Duration, Effect, Either, Layer, Schema } from "effect"
 import { AgentServices, CatalogNodes, KvEntries, KvKeys, Registration, TxnOperations } from "../domain/ConsulApi.js"
 import type { AgentService, CatalogNode, TxnOperation } from "../domain/ConsulApi.js"
 import { ConsulError, NotFound } from "../domain/Errors.js"
@@ -69,6 +69,8 @@ const notFoundIsError = (operation: string, agent?: string) => (error: NotFound 
     ? new ConsulError({ operation, reason: "Status", status: 404, detail: error.message, ...(agent === undefined ? {} : { agent }) })
     : error
 
+const encodeRegistration = Schema.encodeEither(Registration)
+
 const decodeBase64 = (value: string | null): string => value === null ? "" : Buffer.from(value, "base64").toString("utf8")
 
 export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
@@ -112,20 +114,18 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
         })
       )
 
-    const register = (agent: string, registration: Registration, options?: RegisterOptions) =>
-      HttpClientRequest.put(at(agent, "/v1/agent/service/register")).pipe(
-        HttpClientRequest.schemaBodyJson(Registration)(registration),
-        Effect.mapError((error) => new ConsulError({ operation: "register", reason: "Status", agent, detail: `unencodable registration: ${error.reason}` })),
-        Effect.flatMap((request) =>
-          http.send(request, Http.ignoreBody, {
-            retryUnreachable: options?.fallbackMode !== true,
-            timeout: options?.timeout
-          }).pipe(
-            Effect.mapError(Http.mapFailure(`agent ${agent}`, consulError("register", agent))),
-            Effect.mapError(notFoundIsError("register", agent))
-          )
-        )
-      )
+    const register = (agent: string, registration: Registration, options?: RegisterOptions) => {
+      // encoded at once, not as an effect of its own: a cold sync registers thousands
+      const encoded = encodeRegistration(registration)
+      if (Either.isLeft(encoded)) {
+        return Effect.fail(new ConsulError({ operation: "register", reason: "Status", agent, detail: `unencodable registration: ${encoded.left.message}` }))
+      }
+      return http.send(
+        HttpClientRequest.put(at(agent, "/v1/agent/service/register")).pipe(HttpClientRequest.bodyUnsafeJson(encoded.right)),
+        Http.ignoreBody,
+        { retryUnreachable: options?.fallbackMode !== true, timeout: options?.timeout }
+      ).pipe(Effect.mapError((failure) => notFoundIsError("register", agent)(Http.mapFailure(`agent ${agent}`, consulError("register", agent))(failure))))
+    }
 
     const deregister = (agent: string, serviceId: string) =>
       http.send(

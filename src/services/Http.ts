@@ -167,9 +167,9 @@ export const ignoreBody = (_response: HttpClientResponse.HttpClientResponse): Ef
 export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, Scope.Scope> =>
   Effect.gen(function*() {
     const transport = yield* makeTransport({ connections: settings.connections ?? 64, tls: settings.tls })
-    const headers = settings.headers ?? {}
-    const prepare = (request: HttpClientRequest.HttpClientRequest) =>
-      request.pipe(HttpClientRequest.acceptJson, HttpClientRequest.setHeaders(headers))
+    // merged once: every request carries them (one copy of the request instead of two)
+    const headers = { accept: "application/json", ...settings.headers }
+    const prepare = (request: HttpClientRequest.HttpClientRequest) => HttpClientRequest.setHeaders(request, headers)
     const timeoutMillis = Duration.toMillis(settings.timeout)
     const backoff = retrySchedule(settings)
 

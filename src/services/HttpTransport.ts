@@ -51,6 +51,20 @@ export interface Transport {
 
 const isOk = (status: number) => status >= 200 && status < 300
 
+interface Origin {
+  readonly secure: boolean
+  readonly options: { readonly protocol: string; readonly hostname: string; readonly port: string }
+}
+
+interface Target {
+  readonly origin: Origin
+  /** path and query, as sent */
+  readonly path: string
+}
+
+/** A path Node sends as it is: printable ASCII, no fragment. */
+const plainPath = /^\/[\x21-\x22\x24-\x7e]*$/
+
 export const statusFailure = (response: BufferedResponse): HttpClientError.ResponseError =>
   new HttpClientError.ResponseError({
     request: response.request,
@@ -80,6 +94,37 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
       (all) => Effect.sync(() => Object.values(all).forEach((agent) => agent.destroy()))
     )
 
+    // A cold sync sends thousands of requests to a handful of origins: each origin is parsed once, and a URL
+    // made of an origin and a plain path is split, not parsed again (anything else goes through URL).
+    const origins = new Map<string, Origin>()
+    const originOf = (url: URL): Origin => {
+      let origin = origins.get(url.origin)
+      if (origin === undefined) {
+        origin = {
+          secure: url.protocol === "https:",
+          options: {
+            protocol: url.protocol,
+            // Node wants an IPv6 host without its brackets
+            hostname: url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname,
+            port: url.port
+          }
+        }
+        if (origins.size < 1_000) origins.set(url.origin, origin)
+      }
+      return origin
+    }
+    const targetOf = (request: HttpClientRequest.HttpClientRequest): Either.Either<Target, unknown> => {
+      const raw = request.url
+      const pathStart = raw.indexOf("/", raw.indexOf("//") + 2)
+      if (request.urlParams.length === 0 && Option.isNone(request.hash) && pathStart > 0) {
+        const cached = origins.get(raw.slice(0, pathStart))
+        const path = raw.slice(pathStart)
+        if (cached !== undefined && plainPath.test(path)) return Either.right({ origin: cached, path })
+      }
+      // userinfo is not sent: credentials travel in headers (Marathon.ts turns a URL's userinfo into one)
+      return Either.map(UrlParams.makeUrl(raw, request.urlParams, request.hash), (url) => ({ origin: originOf(url), path: url.pathname + url.search }))
+    }
+
     /**
      * Starts the request; `onResponse` gets the answer's head. Returns the ClientRequest, or the failure that
      * stopped it before it was sent (a URL or a header Node refuses).
@@ -89,17 +134,20 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
       stream: boolean,
       onResponse: (incoming: IncomingMessage) => void
     ): Either.Either<http.ClientRequest, HttpClientError.RequestError> => {
-      const url = UrlParams.makeUrl(request.url, request.urlParams, request.hash)
-      if (Either.isLeft(url)) return Either.left(new HttpClientError.RequestError({ request, reason: "InvalidUrl", cause: url.left }))
+      const target = targetOf(request)
+      if (Either.isLeft(target)) return Either.left(new HttpClientError.RequestError({ request, reason: "InvalidUrl", cause: target.left }))
       const body = request.body
       if (body._tag !== "Empty" && body._tag !== "Uint8Array") {
         return Either.left(new HttpClientError.RequestError({ request, reason: "Encode", description: `a ${body._tag} body is not supported` }))
       }
-      const secure = url.right.protocol === "https:"
-      const agent = secure ? (stream ? agents.httpsStream : agents.https) : (stream ? agents.httpStream : agents.http)
+      const { origin, path } = target.right
+      const agent = origin.secure ? (stream ? agents.httpsStream : agents.https) : (stream ? agents.httpStream : agents.http)
       try {
         // ending with no body sends `content-length: 0`, with one its length (HttpClientRequest set the header)
-        const outgoing = (secure ? https : http).request(url.right, { method: request.method, headers: request.headers, agent }, onResponse)
+        const outgoing = (origin.secure ? https : http).request(
+          { ...origin.options, path, method: request.method, headers: request.headers, agent },
+          onResponse
+        )
         outgoing.end(body._tag === "Uint8Array" ? body.body : undefined)
         return Either.right(outgoing)
       } catch (cause) {

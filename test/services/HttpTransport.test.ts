@@ -97,6 +97,11 @@ describe("HttpTransport (Node's http under Http.ts)", () => {
       )
       expect(server.seen[0]!.url).toBe("/v1/agent/services?filter=ID+%3D%3D+%22a+b%22")
       expect(yield* ok.json).toEqual([1, 2])
+      // a query written into the URL, and a path that needs encoding, are sent as a browser would
+      yield* transport.exchange(HttpClientRequest.get(`${server.url}/v1/kv/consular/?recurse=true`), 2_000)
+      expect(server.seen[1]!.url).toBe("/v1/kv/consular/?recurse=true")
+      yield* transport.exchange(HttpClientRequest.get(`${server.url}/v1/kv/a b/é#fragment`), 2_000)
+      expect(server.seen[2]!.url).toBe("/v1/kv/a%20b/%C3%A9")
       const missing = yield* transport.exchange(HttpClientRequest.get(`${server.url}/missing`), 2_000)
       expect(missing.status).toBe(404)
       expect(yield* missing.text).toBe("no such thing")
