@@ -4,19 +4,31 @@ import { ParseResult, Schema } from "effect"
 
 const noControlChars = (s: string) => !/[\u0000-\u001f\u007f\s]/.test(s)
 
-/** A Marathon app id: absolute ("/grp/web"), no empty segment, no whitespace or control characters. */
+/**
+ * A Marathon app id: absolute ("/grp/web"), no empty segment, no whitespace or control characters. One filter
+ * per type, not one per rule: Marathon's app list is decoded at every pass, thousands of ids and hosts, and each
+ * filter is a step of its own for the decoder.
+ */
 export const AppId = Schema.String.pipe(
-  Schema.filter((s) => s.startsWith("/") || "must start with \"/\""),
-  Schema.filter((s) => (s.length > 1 && !s.slice(1).split("/").includes("")) || "must not have an empty path segment"),
-  Schema.filter((s) => noControlChars(s) || "must not contain whitespace or control characters"),
+  Schema.filter((s) =>
+    !s.startsWith("/")
+      ? "must start with \"/\""
+      : s.length === 1 || s.slice(1).split("/").includes("")
+      ? "must not have an empty path segment"
+      : noControlChars(s) || "must not contain whitespace or control characters"
+  ),
   Schema.brand("AppId")
 )
 export type AppId = typeof AppId.Type
 
 export const TaskId = Schema.String.pipe(
-  Schema.filter((s) => s.length > 0 || "must not be empty"),
-  Schema.filter((s) => noControlChars(s) || "must not contain whitespace or control characters"),
-  Schema.filter((s) => !s.includes("/") || "must not contain \"/\""),
+  Schema.filter((s) =>
+    s.length === 0
+      ? "must not be empty"
+      : !noControlChars(s)
+      ? "must not contain whitespace or control characters"
+      : !s.includes("/") || "must not contain \"/\""
+  ),
   Schema.brand("TaskId")
 )
 export type TaskId = typeof TaskId.Type
@@ -39,7 +51,11 @@ export const Host = Schema.String.pipe(
 )
 export type Host = typeof Host.Type
 
-export const Port = Schema.Int.pipe(Schema.between(0, 65535))
+export const Port = Schema.Number.pipe(
+  Schema.filter((n) => (Number.isInteger(n) && n >= 0 && n <= 65535) || "must be an integer from 0 to 65535", {
+    arbitrary: () => (fc) => fc.integer({ min: 0, max: 65535 })
+  })
+)
 
 /** Mesos task states. Only TASK_RUNNING tasks are services; see `isTerminal` for those that end one. */
 export const TaskState = Schema.Literal(
