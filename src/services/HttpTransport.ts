@@ -28,6 +28,11 @@ export interface TlsSettings {
 export interface TransportSettings {
   /** keep-alive connections per origin */
   readonly connections: number
+  /**
+   * an idle pooled connection is closed after this long (default 4 s: before the 5 s keep-alive timeout of Node
+   * and Go servers, so that a request seldom goes out on a connection the server is closing)
+   */
+  readonly idleMillis?: number | undefined
   readonly tls?: TlsSettings | undefined
 }
 
@@ -50,6 +55,11 @@ export interface Transport {
 }
 
 const isOk = (status: number) => status >= 200 && status < 300
+
+const isStaleConnection = (cause: unknown): boolean => {
+  const code = typeof cause === "object" && cause !== null && "code" in cause ? cause.code : undefined
+  return code === "ECONNRESET" || code === "EPIPE"
+}
 
 interface Origin {
   readonly secure: boolean
@@ -82,7 +92,13 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
       ...(tls?.key !== undefined ? { key: tls.key } : {}),
       rejectUnauthorized: tls?.skipVerify !== true
     }
-    const pooled = { keepAlive: true, maxSockets: settings.connections, maxFreeSockets: settings.connections, scheduling: "lifo" as const }
+    const pooled = {
+      keepAlive: true,
+      maxSockets: settings.connections,
+      maxFreeSockets: settings.connections,
+      scheduling: "lifo" as const,
+      timeout: settings.idleMillis ?? 4_000
+    }
     const agents = yield* Effect.acquireRelease(
       Effect.sync(() => ({
         http: new http.Agent(pooled),
@@ -159,35 +175,48 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
       Effect.async((resume) => {
         let settled = false
         let timer: ReturnType<typeof setTimeout> | undefined
+        let outgoing: http.ClientRequest | undefined
         const settle = (outcome: Effect.Effect<BufferedResponse, ExchangeFailure>) => {
           if (settled) return
           settled = true
           clearTimeout(timer)
           resume(outcome)
         }
-        const transportFailure = (cause: unknown) =>
-          settle(Effect.fail(new HttpClientError.RequestError({ request, reason: "Transport", cause })))
-        const started = start(request, false, (incoming) => {
-          const chunks: Array<Buffer> = []
-          incoming.on("data", (chunk: Buffer) => chunks.push(chunk))
-          incoming.on("error", transportFailure)
-          incoming.on("end", () =>
-            settle(Effect.succeed(
-              new BufferedResponse(request, incoming.statusCode ?? 0, incoming.headers, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
-            ))
-          )
-        })
-        if (Either.isLeft(started)) return resume(Effect.fail(started.left))
-        const outgoing = started.right
-        outgoing.on("error", transportFailure)
+        const send = (replay: boolean): void => {
+          let answered = false
+          const transportFailure = (cause: unknown) =>
+            settle(Effect.fail(new HttpClientError.RequestError({ request, reason: "Transport", cause })))
+          const started = start(request, false, (incoming) => {
+            answered = true
+            const chunks: Array<Buffer> = []
+            incoming.on("data", (chunk: Buffer) => chunks.push(chunk))
+            incoming.on("error", transportFailure)
+            incoming.on("end", () =>
+              settle(Effect.succeed(
+                new BufferedResponse(request, incoming.statusCode ?? 0, incoming.headers, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
+              ))
+            )
+          })
+          if (Either.isLeft(started)) return settle(Effect.fail(started.left))
+          const sent = started.right
+          outgoing = sent
+          sent.on("error", (cause) => {
+            // A pooled connection the server closed just as this request went out (its keep-alive timeout): the
+            // request never reached it, so it goes once more on a fresh connection, as Node's docs advise.
+            if (replay && !settled && !answered && sent.reusedSocket && isStaleConnection(cause)) return send(false)
+            transportFailure(cause)
+          })
+        }
+        send(true)
+        if (settled) return
         timer = setTimeout(() => {
           settle(Effect.fail(new Cause.TimeoutException()))
-          outgoing.destroy()
+          outgoing?.destroy()
         }, timeoutMillis)
         return Effect.sync(() => {
           settled = true
           clearTimeout(timer)
-          outgoing.destroy()
+          outgoing?.destroy()
         })
       })
 

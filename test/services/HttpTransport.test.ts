@@ -3,6 +3,7 @@ import { assert, describe, expect, it } from "@effect/vitest"
 import { Cause, Chunk, Effect, Either, Fiber, Stream } from "effect"
 import { createServer } from "node:http"
 import type { IncomingMessage, ServerResponse } from "node:http"
+import { createServer as createTcpServer } from "node:net"
 import type { AddressInfo, Socket } from "node:net"
 import { makeTransport } from "../../src/services/HttpTransport.js"
 import { makeHttp } from "../../src/services/Http.js"
@@ -76,12 +77,22 @@ describe("HttpTransport (Node's http under Http.ts)", () => {
       expect(JSON.parse(server.seen[1]!.body)).toEqual(body)
       expect(server.seen[1]!.headers["content-length"]).toBe(String(Buffer.byteLength(JSON.stringify(body))))
       expect(server.seen[1]!.headers["content-type"]).toBe("application/json")
-      // one after the other: the same connection every time
+      // one after the other: the same connection every time (closed once idle for idleMillis, below)
       for (let i = 0; i < 20; i++) yield* transport.exchange(HttpClientRequest.get(`${server.url}/v1/agent/services`), 2_000)
       expect(server.connections()).toBe(1)
       // at once: no more connections than the pool allows
       yield* Effect.forEach(Array.from({ length: 40 }, (_, i) => i), () => transport.exchange(HttpClientRequest.get(`${server.url}/x`), 2_000), { concurrency: 40 })
       expect(server.connections()).toBeLessThanOrEqual(4)
+    }))
+
+  it.scopedLive("an idle pooled connection is closed by the client after idleMillis; the next request opens another", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((_request, response) => response.end("{}"))
+      const transport = yield* makeTransport({ connections: 2, idleMillis: 100 })
+      yield* transport.exchange(HttpClientRequest.get(`${server.url}/a`), 2_000)
+      expect(yield* waitUntil(() => server.closed() === 1)).toBe(true)
+      yield* transport.exchange(HttpClientRequest.get(`${server.url}/b`), 2_000)
+      expect(server.connections()).toBe(2)
     }))
 
   it.scopedLive("URL parameters are encoded; the answer is read whole, whatever its status", () =>
@@ -136,6 +147,41 @@ describe("HttpTransport (Node's http under Http.ts)", () => {
       const answer = yield* http.send(HttpClientRequest.get(`${server.url}/flaky`), (response) => response.json)
       expect(answer).toEqual({ whole: true })
       expect(calls).toBe(3) // two cut bodies, then the whole one
+    }))
+
+  it.scopedLive("a pooled connection the server closes as a request goes out: replayed once on a fresh one; a fresh one that fails is a failure", () =>
+    Effect.gen(function*() {
+      // connection 1 answers its first request and resets on the second, as a server whose keep-alive timeout
+      // struck just then; connection 2 answers; connection 3 resets at once
+      let connections = 0
+      const server = createTcpServer((socket) => {
+        const connection = ++connections
+        let requests = 0
+        socket.on("error", () => undefined)
+        socket.on("data", (chunk: Buffer) => {
+          requests += chunk.toString("latin1").split("\r\n\r\n").length - 1
+          if ((connection === 1 && requests === 2) || connection === 3) return socket.resetAndDestroy()
+          socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}")
+        })
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => {
+          server.listen(0, "127.0.0.1", () => resume(Effect.void))
+        }),
+        () => Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+        })
+      )
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/agent/services`
+      const transport = yield* makeTransport({ connections: 1 })
+      expect((yield* transport.exchange(HttpClientRequest.get(url), 2_000)).status).toBe(200)
+      expect((yield* transport.exchange(HttpClientRequest.get(url), 2_000)).status).toBe(200)
+      expect(connections).toBe(2)
+      // a fresh transport: its first connection is new, so a reset is the server's answer, not a stale socket
+      const fresh = yield* makeTransport({ connections: 1 })
+      const failure = yield* Effect.flip(fresh.exchange(HttpClientRequest.get(url), 2_000))
+      assert(failure._tag === "RequestError" && failure.reason === "Transport", `got ${failure._tag}`)
+      expect(connections).toBe(3)
     }))
 
   it.scopedLive("an interrupted exchange closes its connection instead of leaving it in the pool", () =>
