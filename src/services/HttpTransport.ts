@@ -171,33 +171,48 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
       }
     }
 
-    const exchange: Transport["exchange"] = (request, timeoutMillis) =>
+    /**
+     * One request under a deadline (the head and, unless streamed, the body), cancelled by interruption.
+     * `onAnswer` decides what the answer's head leads to: `finish` it at once (a stream), or `readWhole` first.
+     */
+    const call = <A, E>(
+      request: HttpClientRequest.HttpClientRequest,
+      timeoutMillis: number,
+      stream: boolean,
+      onAnswer: (
+        incoming: IncomingMessage,
+        finish: (outcome: Effect.Effect<A, E | ExchangeFailure>) => void,
+        readWhole: (then: (response: BufferedResponse) => Effect.Effect<A, E | ExchangeFailure>) => void
+      ) => void
+    ): Effect.Effect<A, E | ExchangeFailure> =>
       Effect.async((resume) => {
         let settled = false
         let timer: ReturnType<typeof setTimeout> | undefined
         let outgoing: http.ClientRequest | undefined
-        const settle = (outcome: Effect.Effect<BufferedResponse, ExchangeFailure>) => {
+        const finish = (outcome: Effect.Effect<A, E | ExchangeFailure>) => {
           if (settled) return
           settled = true
           clearTimeout(timer)
           resume(outcome)
         }
+        const transportFailure = (cause: unknown) =>
+          finish(Effect.fail(new HttpClientError.RequestError({ request, reason: "Transport", cause })))
         const send = (replay: boolean): void => {
           let answered = false
-          const transportFailure = (cause: unknown) =>
-            settle(Effect.fail(new HttpClientError.RequestError({ request, reason: "Transport", cause })))
-          const started = start(request, false, (incoming) => {
+          const started = start(request, stream, (incoming) => {
             answered = true
-            const chunks: Array<Buffer> = []
-            incoming.on("data", (chunk: Buffer) => chunks.push(chunk))
-            incoming.on("error", transportFailure)
-            incoming.on("end", () =>
-              settle(Effect.succeed(
-                new BufferedResponse(request, incoming.statusCode ?? 0, incoming.headers, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
-              ))
-            )
+            onAnswer(incoming, finish, (then) => {
+              const chunks: Array<Buffer> = []
+              incoming.on("data", (chunk: Buffer) => chunks.push(chunk))
+              incoming.on("error", transportFailure)
+              incoming.on("end", () =>
+                finish(then(
+                  new BufferedResponse(request, incoming.statusCode ?? 0, incoming.headers, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
+                ))
+              )
+            })
           })
-          if (Either.isLeft(started)) return settle(Effect.fail(started.left))
+          if (Either.isLeft(started)) return finish(Effect.fail(started.left))
           const sent = started.right
           outgoing = sent
           sent.on("error", (cause) => {
@@ -210,7 +225,7 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
         send(true)
         if (settled) return
         timer = setTimeout(() => {
-          settle(Effect.fail(new Cause.TimeoutException()))
+          finish(Effect.fail(new Cause.TimeoutException()))
           outgoing?.destroy()
         }, timeoutMillis)
         return Effect.sync(() => {
@@ -220,46 +235,17 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
         })
       })
 
+    const exchange: Transport["exchange"] = (request, timeoutMillis) =>
+      call<BufferedResponse, never>(request, timeoutMillis, false, (_incoming, _finish, readWhole) => readWhole(Effect.succeed))
+
     const openStream: Transport["openStream"] = (request, timeoutMillis) =>
-      Effect.async((resume) => {
-        let settled = false
-        let timer: ReturnType<typeof setTimeout> | undefined
-        const settle = (outcome: Effect.Effect<Stream.Stream<Uint8Array, HttpClientError.RequestError>, ExchangeFailure | HttpClientError.ResponseError>) => {
-          if (settled) return
-          settled = true
-          clearTimeout(timer)
-          resume(outcome)
-        }
-        const transportFailure = (cause: unknown) =>
-          settle(Effect.fail(new HttpClientError.RequestError({ request, reason: "Transport", cause })))
-        const started = start(request, true, (incoming) => {
-          if (isOk(incoming.statusCode ?? 0)) {
-            settle(Effect.succeed(NodeStream.fromReadable<HttpClientError.RequestError, Uint8Array>(
-              () => incoming,
-              (cause) => new HttpClientError.RequestError({ request, reason: "Transport", cause })
-            )))
-            return
-          }
-          const chunks: Array<Buffer> = []
-          incoming.on("data", (chunk: Buffer) => chunks.push(chunk))
-          incoming.on("error", transportFailure)
-          incoming.on("end", () =>
-            settle(Effect.fail(statusFailure(new BufferedResponse(request, incoming.statusCode ?? 0, incoming.headers, Buffer.concat(chunks)))))
-          )
-        })
-        if (Either.isLeft(started)) return resume(Effect.fail(started.left))
-        const outgoing = started.right
-        outgoing.on("error", transportFailure)
-        timer = setTimeout(() => {
-          settle(Effect.fail(new Cause.TimeoutException()))
-          outgoing.destroy()
-        }, timeoutMillis)
-        return Effect.sync(() => {
-          settled = true
-          clearTimeout(timer)
-          outgoing.destroy()
-        })
-      })
+      call(request, timeoutMillis, true, (incoming, finish, readWhole) =>
+        isOk(incoming.statusCode ?? 0)
+          ? finish(Effect.succeed(NodeStream.fromReadable<HttpClientError.RequestError, Uint8Array>(
+            () => incoming,
+            (cause) => new HttpClientError.RequestError({ request, reason: "Transport", cause })
+          )))
+          : readWhole((response) => Effect.fail(statusFailure(response))))
 
     return { exchange, openStream }
   })
