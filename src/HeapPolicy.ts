@@ -1,4 +1,4 @@
-import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8"
+import { setFlagsFromString } from "node:v8"
 
 /**
  * consular's live heap is small (about 20 MB in the middle of a sync of 5,000 tasks, code included), but V8's
@@ -22,16 +22,12 @@ export const operatorSetHeapFlags = (execArgv: ReadonlyArray<string>, nodeOption
       .test(flag)
   )
 
-const youngGenerationSize = (): number =>
-  getHeapSpaceStatistics().find((space) => space.space_name === "new_space")?.space_size ?? 0
-
 /**
  * Called once the modules are initialised: their initialisation has grown the young generation to 8 MB (it
- * doubles from 1 MB at collections), and from here on it keeps that size. Returns the flags it set.
+ * doubles from 1 MB at collections), and from here on it keeps that size.
  */
-export const applyHeapPolicy = (): string | undefined => {
-  if (operatorSetHeapFlags(process.execArgv, process.env["NODE_OPTIONS"])) return undefined
-  const flags = youngGenerationSize() > 0 ? "--heap-growing-percent=25 --semi-space-growth-factor=1" : "--heap-growing-percent=25"
-  setFlagsFromString(flags)
-  return flags
+export const applyHeapPolicy = (): void => {
+  if (!operatorSetHeapFlags(process.execArgv, process.env["NODE_OPTIONS"])) {
+    setFlagsFromString("--heap-growing-percent=25 --semi-space-growth-factor=1")
+  }
 }
