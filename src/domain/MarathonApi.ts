@@ -75,7 +75,11 @@ export type Labels = typeof Labels.Type
 export const Task = Schema.Struct({
   id: TaskId,
   host: Host,
-  ports: Schema.optionalWith(Schema.Array(Port), { default: () => [] }),
+  /**
+   * absent: no ports. Left optional rather than given a default: the default's transformation was half the
+   * cost of decoding a task, and Marathon's app list carries thousands of them at every pass
+   */
+  ports: Schema.optional(Schema.Array(Port)),
   /** Marathon lists tasks of every state; older releases leave `state` out of running tasks */
   state: Schema.optional(Schema.String),
   startedAt: Schema.optional(Schema.NullOr(Schema.String))

@@ -32,8 +32,9 @@ export const isOwnedBy = (tags: ReadonlyArray<string> | null, registrationId: st
 export const registration = (
   registrationId: string,
   app: AppId,
-  task: { readonly id: TaskId; readonly host: Host; readonly ports: ReadonlyArray<number> }
+  task: { readonly id: TaskId; readonly host: Host; readonly ports?: ReadonlyArray<number> | undefined }
 ): Registration => {
+  const ports = task.ports ?? []
   const base = {
     ID: task.id,
     Name: appName(app),
@@ -41,7 +42,7 @@ export const registration = (
     Tags: [regIdTag(registrationId), appIdTag(app)]
   }
   // a fold, not Math.min(...ports): spreading a long list (an event may carry 100,000 ports) overflows the stack
-  return task.ports.length === 0 ? base : { ...base, Port: task.ports.reduce((low, port) => Math.min(low, port)) }
+  return ports.length === 0 ? base : { ...base, Port: ports.reduce((low, port) => Math.min(low, port)) }
 }
 
 /** Every key consular writes lives below this prefix; nothing outside it is ever touched. */

@@ -50,7 +50,8 @@ const StateArb = fc.oneof(
 )
 const TaskBodyArb = fc.record({
   host: fc.constantFrom(...hosts, "node2", "NODE3"),
-  ports: fc.array(fc.integer({ min: 0, max: 65535 }), { maxLength: 3 }),
+  // absent in some: Marathon leaves `ports` out of a task that has none
+  ports: fc.option(fc.array(fc.integer({ min: 0, max: 65535 }), { maxLength: 3 }), { nil: undefined }),
   state: StateArb,
   started: fc.boolean()
 })
@@ -65,7 +66,7 @@ const MarathonArb: fc.Arbitrary<ReadonlyArray<AppWithTasks>> = fc.uniqueArray(Ap
           decodeTask({
             id: `t${i}_${j}`,
             host: t.host,
-            ports: t.ports,
+            ...(t.ports === undefined ? {} : { ports: t.ports }),
             ...(t.state === undefined ? {} : { state: t.state }),
             startedAt: t.started ? "2017-03-01T23:29:30.158Z" : null
           })
@@ -118,7 +119,8 @@ const serviceArb = (apps: ReadonlyArray<AppWithTasks>): fc.Arbitrary<(index: num
     kinds.push(
       fc.record({ agent, ref: fc.constantFrom(...refs), stale: fc.constantFrom("none", "none", "port", "address", "name", "reordered") })
         .map(({ agent, ref: { app, task }, stale }) => () => {
-          const port = task.ports.length === 0 ? 0 : Math.min(...task.ports)
+          const ports = task.ports ?? []
+          const port = ports.length === 0 ? 0 : Math.min(...ports)
           const tags = ours(app.id)
           return {
             agent, kind: "task", service: {
@@ -212,7 +214,7 @@ const expected = (apps: ReadonlyArray<AppWithTasks>): Expected => {
       running.set(task.id, {
         agent: agentOf(task.host),
         service: {
-          ID: task.id, Service: name, Address: task.host, Port: task.ports.length === 0 ? 0 : Math.min(...task.ports),
+          ID: task.id, Service: name, Address: task.host, Port: (task.ports ?? []).length === 0 ? 0 : Math.min(...(task.ports ?? [])),
           Tags: [`consular-app-id=${app.id}`, `consular-reg-id=${REG}`]
         }
       })

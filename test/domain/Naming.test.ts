@@ -60,7 +60,7 @@ describe("registration", () => {
     })
   })
 
-  it("has no Port key at all for a task without ports", () => {
+  it("has no Port key at all for a task without ports (an empty list, or none at all)", () => {
     const reg = registration("blue", web, { id: taskId("grp_web.1"), host: host("agent-3"), ports: [] })
     expect(reg).toStrictEqual({
       ID: "grp_web.1",
@@ -68,6 +68,7 @@ describe("registration", () => {
       Address: "agent-3",
       Tags: ["consular-reg-id=blue", "consular-app-id=/grp/web"]
     })
+    expect(registration("blue", web, { id: taskId("grp_web.1"), host: host("agent-3") })).toStrictEqual(reg)
     expect(Object.keys(reg)).not.toContain("Port")
   })
 
