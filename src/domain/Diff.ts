@@ -1,6 +1,6 @@
 import type { AgentService, Registration } from "./ConsulApi.js"
 import type { AgentDirectory } from "./Agents.js"
-import type { App, AppId, Task } from "./MarathonApi.js"
+import type { AppId, Labels, Task } from "./MarathonApi.js"
 import { isRunning } from "./MarathonApi.js"
 import type { AppName } from "./Naming.js"
 import {
@@ -15,7 +15,8 @@ import {
 /** An app whose tasks are known (embedded in the listing or fetched separately). */
 export interface AppWithTasks {
   readonly id: AppId
-  readonly labels: App["labels"]
+  /** absent: none */
+  readonly labels?: Labels | undefined
   readonly version?: string | undefined
   readonly tasks: ReadonlyArray<Task>
 }
@@ -75,7 +76,7 @@ export const desiredState = (
     }
     const app = group[0]!
     names.add(name)
-    for (const [label, value] of Object.entries(app.labels)) {
+    for (const [label, value] of Object.entries(app.labels ?? {})) {
       labels.set(labelKey(name, label), encodeLabelValue(value))
     }
     for (const task of app.tasks) {

@@ -75,10 +75,7 @@ export type Labels = typeof Labels.Type
 export const Task = Schema.Struct({
   id: TaskId,
   host: Host,
-  /**
-   * absent: no ports. Left optional rather than given a default: the default's transformation was half the
-   * cost of decoding a task, and Marathon's app list carries thousands of them at every pass
-   */
+  /** absent: no ports (optional rather than defaulted, as App's labels) */
   ports: Schema.optional(Schema.Array(Port)),
   /** Marathon lists tasks of every state; older releases leave `state` out of running tasks */
   state: Schema.optional(Schema.String),
@@ -91,7 +88,11 @@ export const isRunning = (task: Task): boolean =>
 
 export const App = Schema.Struct({
   id: AppId,
-  labels: Schema.optionalWith(Labels, { default: () => ({}) }),
+  /**
+   * absent: no labels. Optional rather than defaulted (here and in Task's ports): a default makes the whole
+   * struct a transformation, whose result the decoder checks a second time, tasks and all
+   */
+  labels: Schema.optional(Labels),
   version: Schema.optional(Schema.String),
   /** present with `embed=apps.tasks`; absent means "not embedded", not "no tasks" */
   tasks: Schema.optional(Schema.Array(Task))

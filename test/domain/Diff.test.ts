@@ -57,11 +57,12 @@ const TaskBodyArb = fc.record({
 })
 
 const MarathonArb: fc.Arbitrary<ReadonlyArray<AppWithTasks>> = fc.uniqueArray(AppIdArb, { maxLength: 6 }).chain((ids) =>
-  fc.array(fc.tuple(LabelsArb, fc.array(TaskBodyArb, { maxLength: 4 })), { minLength: ids.length, maxLength: ids.length })
+  // labels absent in some: Marathon leaves `labels` out of an app that has none
+  fc.array(fc.tuple(fc.option(LabelsArb, { nil: undefined }), fc.array(TaskBodyArb, { maxLength: 4 })), { minLength: ids.length, maxLength: ids.length })
     .map((bodies) =>
       bodies.map(([labels, tasks], i) => ({
         id: ids[i]!,
-        labels,
+        ...(labels === undefined ? {} : { labels }),
         tasks: tasks.map((t, j) =>
           decodeTask({
             id: `t${i}_${j}`,
@@ -141,7 +142,7 @@ const kvArb = (apps: ReadonlyArray<AppWithTasks>): fc.Arbitrary<Map<string, stri
   const ids = apps.map((app) => app.id)
   const pool = ids.length === 0 ? AppIdArb : fc.oneof(fc.constantFrom(...ids), AppIdArb)
   const current = apps.flatMap((app) =>
-    Object.entries(app.labels).map(([label, value]): [string, string] => [labelKey(appName(app.id), label), encodeLabelValue(value)])
+    Object.entries(app.labels ?? {}).map(([label, value]): [string, string] => [labelKey(appName(app.id), label), encodeLabelValue(value)])
   )
   const entries: Array<fc.Arbitrary<[string, string]>> = [
     fc.tuple(pool, fc.constantFrom("domain", "port", "x/y", "stale", "a/b/c", ""), fc.oneof(LabelValueArb.map(encodeLabelValue), fc.string()))
@@ -306,7 +307,7 @@ describe("Diff, on generated worlds", () => {
     const kv = after.kv!
     for (const [name, app] of e.apps) {
       expect(under(kv, `consular/${name}/`), name).toStrictEqual(
-        new Map(Object.entries(app.labels).map(([label, value]) => [`consular/${name}/${label}`, encodeLabelValue(value)]))
+        new Map(Object.entries(app.labels ?? {}).map(([label, value]) => [`consular/${name}/${label}`, encodeLabelValue(value)]))
       )
     }
     for (const key of before.keys()) {

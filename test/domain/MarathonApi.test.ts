@@ -161,8 +161,8 @@ describe("isRunning", () => {
 })
 
 describe("App", () => {
-  it("defaults labels to none and leaves tasks absent when not embedded", () => {
-    expect(Schema.decodeUnknownSync(App)({ id: "/web", instances: 3 })).toStrictEqual({ id: "/web", labels: {} })
+  it("leaves absent labels absent (the plan reads them as none), and tasks absent when not embedded", () => {
+    expect(Schema.decodeUnknownSync(App)({ id: "/web", instances: 3 })).toStrictEqual({ id: "/web" })
   })
 
   it("rejects a label whose value is not a string", () => {
