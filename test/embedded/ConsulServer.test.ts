@@ -2,20 +2,9 @@ import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Scope } from "effect"
 import { serveConsul } from "../../src/embedded/ConsulServer.js"
 import { ConsulStore } from "../../src/services/ConsulStore.js"
+import { call } from "../support/Fetch.js"
 
 /** The embedded Consul's wire format: what a real Consul answers, byte for byte where consular cares. */
-
-interface Answer {
-  readonly status: number
-  readonly contentType: string | null
-  readonly text: string
-}
-
-const call = (url: string, init: RequestInit = {}): Effect.Effect<Answer, unknown> =>
-  Effect.tryPromise(async () => {
-    const response = await fetch(url, { ...init, signal: AbortSignal.timeout(2000) })
-    return { status: response.status, contentType: response.headers.get("content-type"), text: await response.text() }
-  })
 
 const put = (url: string, body?: string) => call(url, body === undefined ? { method: "PUT" } : { method: "PUT", body })
 

@@ -5,20 +5,10 @@ import { listen } from "../../src/embedded/Listen.js"
 import { serveMarathon } from "../../src/embedded/MarathonServer.js"
 import type { MarathonServerOptions } from "../../src/embedded/MarathonServer.js"
 import { MarathonStore } from "../../src/services/MarathonStore.js"
+import { call } from "../support/Fetch.js"
+import type { Answer } from "../support/Fetch.js"
 
 /** The embedded Marathon's wire format, event stream and callback delivery. */
-
-interface Answer {
-  readonly status: number
-  readonly contentType: string | null
-  readonly text: string
-}
-
-const call = (url: string, init: RequestInit = {}): Effect.Effect<Answer, unknown> =>
-  Effect.tryPromise(async () => {
-    const response = await fetch(url, { ...init, signal: AbortSignal.timeout(2000) })
-    return { status: response.status, contentType: response.headers.get("content-type"), text: await response.text() }
-  })
 
 const json = (answer: Answer): unknown => JSON.parse(answer.text)
 
