@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { basename, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -135,7 +135,9 @@ describe("deploy/consular.service", () => {
       const dir = mkdtempSync(join(tmpdir(), "consular-unit-"))
       const copy = join(dir, "consular.service")
       writeFileSync(copy, readFileSync(unitPath, "utf8").replace(/^ExecStart=\/usr\/bin\/consular /m, `ExecStart=${mainJs} `))
-      const result = yield* runProcess("systemd-analyze", ["verify", copy])
+      const result = yield* runProcess("systemd-analyze", ["verify", copy]).pipe(
+        Effect.ensuring(Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+      )
       expect(result.code, result.stderr).toBe(0)
       // verify reports bad keys and values as warnings, exiting 0: any line about the unit fails the test
       expect(result.stderr.split("\n").filter((line) => line.includes("consular.service"))).toEqual([])
