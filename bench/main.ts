@@ -24,6 +24,10 @@ import type { Sizes } from "./seed.js"
  * (floor, consular, ratio, target), then one JSON line with every figure. Exit code 1 only when a measurement is
  * invalid (a side that did not leave the expected layout, an event that failed, a child that died); a missed
  * target is reported, not failed: the bench does not gate CI.
+ *
+ * Sizes from the environment (bench/seed.ts): TASKS=50000 (or A apps x T tasks, default 1,000 x 5), H agents (3),
+ * L labels (3), E events per phase (2,000), C concurrency (32), R runs (3), STARTUPS (7), PASSES in one process
+ * (5), S soak events of consular's daemon (0: none; SOAK_SECONDS bounds it), BENCH_MINUTES (the run's bound).
  */
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
