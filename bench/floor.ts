@@ -4,9 +4,10 @@ import { coldSyncWrites, makeSeed, mainAgent, txnBatches } from "./seed.js"
 import type { Sizes } from "./seed.js"
 
 /**
- * The floor: a bare keep-alive HTTP client that sends only what a cold sync cannot avoid (one registration per
- * task to its agent, the labels in /v1/txn batches of 64) at a fixed concurrency, and nothing else: no reads, no
- * decoding, no plan. It runs as its own process, like consular, so that it does not share a core with the
+ * The earlier, write-only floor (a labelled line of the bench, not a target: no program that starts, reads and
+ * diffs can come near it; bench/floor/ holds the honest one): a bare keep-alive HTTP client that sends only what
+ * a cold sync cannot avoid (one registration per task to its agent, the labels in /v1/txn batches of 64) at a
+ * fixed concurrency, and nothing else: no reads, no decoding, no plan. It runs as its own process, like consular, so that it does not share a core with the
  * embedded Consul; its clock starts at its first request (process start-up is not counted).
  *
  * Usage: node dist-bench/bench/floor.js '<json: { port, sizes }>'; prints one JSON line { ms, requests, failures }.

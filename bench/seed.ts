@@ -22,12 +22,14 @@ export interface Sizes {
   readonly events: number
   /** requests in flight at once (floor client, event sender) */
   readonly concurrency: number
-  /** events of the soak (RUNNING/KILLED pairs) */
+  /** events of consular's soak (RUNNING/KILLED pairs); 0, the default: no soak */
   readonly soak: number
   /** cold syncs and floors measured (the medians are compared) */
   readonly runs: number
-  /** `--version` start-ups measured */
+  /** `--version` start-ups measured (and as many `node -e 0`) */
   readonly startups: number
+  /** periodic passes timed inside the daemon (after its first) */
+  readonly passes: number
 }
 
 const positive = (name: string, fallback: number, min = 1): number => {
@@ -39,16 +41,20 @@ const positive = (name: string, fallback: number, min = 1): number => {
 }
 
 export const sizesFromEnv = (): Sizes => {
+  // TASKS=50000 is the large datacenter: as many apps of T tasks as it takes
+  const tasks = positive("T", 5)
+  const total = positive("TASKS", 0, 0)
   const sizes: Sizes = {
-    apps: positive("A", 1000),
-    tasks: positive("T", 5),
+    apps: total > 0 ? Math.ceil(total / tasks) : positive("A", 1000),
+    tasks,
     agents: positive("H", 3),
     labels: positive("L", 3, 0),
     events: positive("E", 2000),
     concurrency: positive("C", 32),
-    soak: positive("S", 100_000, 0),
+    soak: positive("S", 0, 0),
     runs: positive("R", 3),
-    startups: positive("STARTUPS", 7)
+    startups: positive("STARTUPS", 7),
+    passes: positive("PASSES", 5)
   }
   // 127.0.0.2 … 127.0.0.(H+1) must stay inside one /24 of loopback
   if (sizes.agents > 250) throw new Error("H must be at most 250")
