@@ -34,6 +34,10 @@ const upstreamFields = {
 export const RefusedOperation = Schema.Struct({ index: Schema.Int, key: Schema.String, what: Schema.String })
 export type RefusedOperation = typeof RefusedOperation.Type
 
+/** One operation of a rolled-back transaction, as a failure line: its key and Consul's words. */
+export const describeRefusedOperation = (operation: RefusedOperation): string =>
+  `consul txn: ${operation.key} refused (409, operation #${operation.index}): ${operation.what}`
+
 /** How many refused operations a message spells out; the rest are counted. */
 const refusedShown = 5
 

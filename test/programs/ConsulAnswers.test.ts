@@ -1,5 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
+import { writeKv } from "../../src/programs/Sync.js"
+import { Consul, makeConsulMemory } from "../../src/services/Consul.js"
+import { ConsulStore as Store } from "../../src/services/ConsulStore.js"
 import type { ConsulOperation, ConsulStore, ConsulVersion } from "../../src/services/ConsulStore.js"
 import { makeDatacenter } from "../support/Datacenter.js"
 import { serveDaemon, statusUpdate } from "../support/Daemon.js"
@@ -43,4 +46,31 @@ describe("the event path reads a deregistration Consul no longer has as done", (
         expect(attempts("127.0.0.2", "agent.deregister")).toBe(1)
       }))
   }
+})
+
+describe("the KV writer reads a rolled-back transaction per operation", () => {
+  it.effect("keys Consul refused (409) fail with its words; the others land in one more transaction, not key by key", () =>
+    Effect.gen(function*() {
+      const store = new Store("127.0.0.1")
+      store.addAgent("127.0.0.1", "main")
+      store.acl = { tokens: { "web-kv": { key: { "consular/web/": "write" } } } }
+      store.version = "1.10"
+      const plan = {
+        kvSet: [
+          { key: "consular/web/a", value: "\"1\"" },
+          { key: "consular/api/a", value: "\"2\"" },
+          { key: "consular/web/b", value: "\"3\"" }
+        ],
+        kvDelete: ["consular/db/old"],
+        kvDeleteTree: []
+      }
+      const written = yield* writeKv(plan).pipe(Effect.provide(Layer.succeed(Consul, makeConsulMemory(store, { token: "web-kv", retries: 0 }))))
+      expect(written.keysSet).toBe(2)
+      expect(written.failures).toEqual([
+        { scope: "kv", message: "consul txn: consular/api/a refused (409, operation #1): Permission denied" },
+        { scope: "kv", message: "consul txn: consular/db/old refused (409, operation #3): Permission denied" }
+      ])
+      expect(Object.fromEntries(store.kv)).toEqual({ "consular/web/a": "\"1\"", "consular/web/b": "\"3\"" })
+      expect(store.log.map((request) => request.operation)).toEqual(["txn", "txn"])
+    }))
 })
