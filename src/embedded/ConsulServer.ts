@@ -4,7 +4,7 @@ import { Context, Effect, ExecutionStrategy, Exit, Layer, ParseResult, Schema, S
 import { STATUS_CODES } from "node:http"
 import { Registration, TxnOperations } from "../domain/ConsulApi.js"
 import { allRights } from "../services/ConsulStore.js"
-import type { ConsulOperation, ConsulStore, Refusal } from "../services/ConsulStore.js"
+import type { AclSettings, ConsulOperation, ConsulStore, ConsulVersion, Refusal } from "../services/ConsulStore.js"
 import type { ServerTls } from "./Listen.js"
 import { decodePath, dropConnection, listen, requestTarget } from "./Listen.js"
 
@@ -25,6 +25,10 @@ export interface ConsulServerOptions {
    * or `?token=`, as Consul accepts it.
    */
   readonly requiredToken?: string | undefined
+  /** ACLs with these tokens and rules (sets `ConsulStore.acl`; default: no ACLs, as Consul ships) */
+  readonly acl?: AclSettings | undefined
+  /** the Consul release whose answers to give (sets `ConsulStore.version`; default "1.15") */
+  readonly version?: ConsulVersion | undefined
   readonly tls?: ServerTls | undefined
 }
 
@@ -70,11 +74,9 @@ const parseFilter = (filter: string | null): { readonly field: "ID" | "Service";
 
 const base64 = (value: string): string | null => value === "" ? null : Buffer.from(value, "utf8").toString("base64")
 
-const decodeFailed = (error: ParseResult.ParseError | { readonly message: string }) =>
-  text(
-    `Request decode failed: ${ParseResult.isParseError(error) ? ParseResult.TreeFormatter.formatErrorSync(error) : error.message}`,
-    400
-  )
+/** A body Consul cannot decode: 400 with its words (the agent endpoints say `Request decode failed`, /v1/txn `Failed to parse body`) */
+const decodeFailed = (prefix = "Request decode failed") => (error: ParseResult.ParseError | { readonly message: string }) =>
+  text(`${prefix}: ${ParseResult.isParseError(error) ? ParseResult.TreeFormatter.formatErrorSync(error) : error.message}`, 400)
 
 /** The HTTP API of one agent. Agent-scoped routes act on `agent`; KV and catalog on the store's, as every
  *  real agent forwards those to the servers. */
@@ -170,7 +172,7 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
         const written = store.kvWrite(token, key, value)
         return written._tag === "Refused" ? refusal(written) : HttpServerResponse.unsafeJson(true)
       }),
-      Effect.catchAll(decodeFailed)
+      Effect.catchAll(decodeFailed())
     )
   })
 
@@ -200,7 +202,7 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
             return refusal(outcome)
         }
       }),
-      Effect.catchAll(decodeFailed)
+      Effect.catchAll(decodeFailed("Failed to parse body"))
     ))
 
   const agentServices = admitted("agent.services", (request, token) => {
@@ -232,7 +234,7 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
         const registered = store.registerService(agent, token, registration)
         return registered._tag === "Refused" ? refusal(registered) : HttpServerResponse.empty({ status: 200 })
       }),
-      Effect.catchAll(decodeFailed)
+      Effect.catchAll(decodeFailed())
     ))
 
   const deregister = admitted("agent.deregister", (request, token) => {
@@ -329,6 +331,8 @@ export const serveConsul = (
     const addresses = options.addresses ?? [store.main]
     for (const address of addresses) store.addAgent(address)
     if (options.requiredToken !== undefined) store.acl = { tokens: { [options.requiredToken]: allRights } }
+    if (options.acl !== undefined) store.acl = options.acl
+    if (options.version !== undefined) store.version = options.version
     const requested = options.port ?? 0
     const attempt = Effect.gen(function*() {
       const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)

@@ -18,9 +18,7 @@ const aclOn = (overrides: Partial<AclSettings> = {}): AclSettings => ({ tokens: 
 const setup = (options: { readonly acl?: AclSettings; readonly version?: ConsulVersion } = {}) =>
   Effect.gen(function*() {
     const store = new ConsulStore("127.0.0.1")
-    store.acl = options.acl
-    if (options.version !== undefined) store.version = options.version
-    const server = yield* serveConsul(store, { addresses: agents })
+    const server = yield* serveConsul(store, { addresses: agents, acl: options.acl, version: options.version })
     store.put("consular/web/domain", "\"example.org\"")
     store.register("127.0.0.2", { ID: "web.1", Name: "web", Address: "127.0.0.2", Port: 1, Tags: [] })
     return { store, server, main: server.url(), agent: server.url("127.0.0.2") }

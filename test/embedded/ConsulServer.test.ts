@@ -129,6 +129,10 @@ describe("embedded Consul", () => {
       expect(store.kv.size).toBe(1)
 
       expect((yield* put(`${main}/v1/txn`, JSON.stringify([{ KV: { Verb: "cas", Key: "a" } }]))).status).toBe(400)
+      // Consul's words for a body it cannot read (agent/txn_endpoint.go convertOps)
+      const unreadable = yield* put(`${main}/v1/txn`, "not json")
+      expect(unreadable.status).toBe(400)
+      expect(unreadable.text).toMatch(/^Failed to parse body: /)
     }))
 
   it.scopedLive("faults: a status with a short text body; a refusing agent drops the connection; a hanging one never answers", () =>
