@@ -1,9 +1,8 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { HttpServerError } from "@effect/platform"
 import { Context, Effect, ExecutionStrategy, Exit, Layer, ParseResult, Schema, Scope } from "effect"
-import { STATUS_CODES } from "node:http"
 import { Registration, TxnOperations } from "../domain/ConsulApi.js"
-import { allRights } from "../services/ConsulStore.js"
+import { allRights, faultBody } from "../services/ConsulStore.js"
 import type { AclSettings, ConsulOperation, ConsulStore, ConsulVersion, Refusal } from "../services/ConsulStore.js"
 import type { ServerTls } from "./Listen.js"
 import { decodePath, dropConnection, listen, requestTarget } from "./Listen.js"
@@ -46,8 +45,6 @@ const text = (body: string, status: number) =>
 
 const refusal = (answer: Refusal) => text(answer.body, answer.status)
 
-/** What Consul answers on a failure status: its own short text bodies */
-const statusBody = (status: number): string => STATUS_CODES[status] ?? `status ${status}`
 
 const tokenOf = (request: HttpServerRequest.HttpServerRequest): string | undefined => {
   const query = requestTarget(request).query.get("token")
@@ -95,7 +92,7 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
         case "Hang":
           return yield* Effect.never
         case "Status":
-          return text(statusBody(admission.status), admission.status)
+          return text(faultBody(admission.status), admission.status)
         case "Ok":
           break
       }

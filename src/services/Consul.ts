@@ -6,11 +6,9 @@ import { ConsulError, NotFound } from "../domain/Errors.js"
 import { agentUrl } from "../domain/Naming.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
 import * as Http from "./Http.js"
-import { ConsulStore } from "./ConsulStore.js"
-import { BufferedResponse } from "./HttpTransport.js"
-import { refused } from "./ConsulStore.js"
+import { ConsulStore, faultBody, refused } from "./ConsulStore.js"
 import type { Admission, Answer, ConsulOperation, Refusal, TxnRolledBack } from "./ConsulStore.js"
-import { STATUS_CODES } from "node:http"
+import { BufferedResponse } from "./HttpTransport.js"
 
 /**
  * Consul as consular uses it. Agent-scoped calls take the agent (a host: the task's, or a catalog node's
@@ -117,9 +115,6 @@ const rolledBack = (operations: ReadonlyArray<TxnOperation>, errors: ReadonlyArr
     detail,
     refused: errors.map((error) => ({ index: error.OpIndex, key: operations[error.OpIndex]?.KV.Key ?? "?", what: error.What }))
   })
-
-/** The short text a failing status comes with (what the embedded server's faults answer) */
-const statusText = (status: number): string => STATUS_CODES[status] ?? `status ${status}`
 
 const decodeTxnConflict = Schema.decodeUnknownOption(Schema.parseJson(TxnConflict))
 
@@ -325,7 +320,7 @@ export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySetti
         case "Hang":
           return Effect.never
         case "Status":
-          return Effect.fail(refused(admission.status, statusText(admission.status)))
+          return Effect.fail(refused(admission.status, faultBody(admission.status)))
       }
     }).pipe(
       Effect.timeoutFail({

@@ -1,3 +1,4 @@
+import { STATUS_CODES } from "node:http"
 import type { AgentService, CatalogNode, Registration, TxnOpError, TxnOperation } from "../domain/ConsulApi.js"
 import { maxTxnOperations } from "../domain/ConsulApi.js"
 
@@ -15,6 +16,9 @@ export type AgentFault =
   | { readonly _tag: "Status"; readonly status: number }
 
 export type Admission = { readonly _tag: "Ok" } | AgentFault
+
+/** What a status fault answers: Consul's short text for the status */
+export const faultBody = (status: number): string => STATUS_CODES[status] ?? `status ${status}`
 
 /** A transaction Consul refused per operation (409): nothing was applied. */
 export interface TxnRolledBack {
