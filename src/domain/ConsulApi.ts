@@ -48,5 +48,12 @@ export const TxnOperation = Schema.Struct({
 export type TxnOperation = typeof TxnOperation.Type
 export const TxnOperations = Schema.Array(TxnOperation)
 
+/** One refused operation of a rolled-back transaction (`PUT /v1/txn` answered 409): its index and Consul's words. */
+export const TxnOpError = Schema.Struct({ OpIndex: Schema.Int, What: Schema.String })
+export type TxnOpError = typeof TxnOpError.Type
+
+/** The body of a 409 from `PUT /v1/txn`: `{"Results":null,"Errors":[{"OpIndex":0,"What":"Permission denied"}]}` */
+export const TxnConflict = Schema.Struct({ Errors: Schema.Array(TxnOpError) })
+
 /** Consul's limit on operations in one transaction. */
 export const maxTxnOperations = 64

@@ -15,9 +15,10 @@ export class NotFound extends Schema.TaggedError<NotFound>()("NotFound", {
 /**
  * Transport: the connection failed (refused, reset, DNS). Timeout: no answer in time.
  * Status: an unexpected HTTP status. Decode: the body did not match the schema.
- * Forbidden: 403 (Consul ACL). Unauthorized: 401 (Marathon auth). None of the last two is ever retried.
+ * Forbidden: 403, a permission the credentials lack. UnknownToken: 403 `ACL not found`, Consul does not know the
+ * token at all. Unauthorized: 401 (Marathon auth). None of the last three is ever retried.
  */
-export const Reason = Schema.Literal("Transport", "Timeout", "Status", "Decode", "Forbidden", "Unauthorized")
+export const Reason = Schema.Literal("Transport", "Timeout", "Status", "Decode", "Forbidden", "UnknownToken", "Unauthorized")
 export type Reason = typeof Reason.Type
 
 const upstreamFields = {
@@ -29,15 +30,40 @@ const upstreamFields = {
   detail: Schema.String
 }
 
+/** One operation of a transaction Consul rolled back (409): which one, on which key, and Consul's words. */
+export const RefusedOperation = Schema.Struct({ index: Schema.Int, key: Schema.String, what: Schema.String })
+export type RefusedOperation = typeof RefusedOperation.Type
+
+/** One operation of a rolled-back transaction, as a failure line: its key and Consul's words. */
+export const describeRefusedOperation = (operation: RefusedOperation): string =>
+  `consul txn: ${operation.key} refused (409, operation #${operation.index}): ${operation.what}`
+
+/** How many refused operations a message spells out; the rest are counted. */
+const refusedShown = 5
+
 export class ConsulError extends Schema.TaggedError<ConsulError>()("ConsulError", {
   ...upstreamFields,
   /** the agent (host) the request went to; absent for KV and catalog calls on the main Consul */
-  agent: Schema.optional(Schema.String)
+  agent: Schema.optional(Schema.String),
+  /** the ACL permission the operation needs (`service:write`, `key:write`, …), named when it is denied */
+  permission: Schema.optional(Schema.String),
+  /** a transaction answered 409: each operation Consul refused (nothing was applied) */
+  refused: Schema.optional(Schema.Array(RefusedOperation))
 }) {
   override get message() {
     const where = this.agent === undefined ? "" : ` on agent ${this.agent}`
-    if (this.reason === "Forbidden") {
-      return `consul ${this.operation}${where}: permission denied (403): the ACL token (--consul-token) lacks the permission`
+    switch (this.reason) {
+      case "UnknownToken":
+        return `consul ${this.operation}${where}: the token is not known to Consul (403 ACL not found): check --consul-token; ${this.detail}`
+      case "Forbidden":
+        return `consul ${this.operation}${where}: permission denied (403): the ACL token (--consul-token) lacks ${
+          this.permission ?? "a permission"
+        }; ${this.detail}`
+    }
+    if (this.refused !== undefined && this.refused.length > 0) {
+      const shown = this.refused.slice(0, refusedShown).map((op) => `#${op.index} ${op.key}: ${op.what}`).join("; ")
+      const more = this.refused.length > refusedShown ? `; and ${this.refused.length - refusedShown} more` : ""
+      return `consul ${this.operation} rolled back (${describeReason(this.reason, this.status)}): ${this.refused.length} operation(s) refused: ${shown}${more}`
     }
     return `consul ${this.operation}${where} failed (${describeReason(this.reason, this.status)}): ${this.detail}`
   }
@@ -48,7 +74,7 @@ export class MarathonError extends Schema.TaggedError<MarathonError>()("Marathon
     if (this.reason === "Unauthorized") {
       return `marathon ${this.operation}: unauthorized (401): check --marathon-user/--marathon-password-file or --marathon-token-file`
     }
-    if (this.reason === "Forbidden") return `marathon ${this.operation}: forbidden (403): the credentials lack the permission`
+    if (this.reason === "Forbidden") return `marathon ${this.operation}: forbidden (403): the credentials lack the permission; ${this.detail}`
     return `marathon ${this.operation} failed (${describeReason(this.reason, this.status)}): ${this.detail}`
   }
 }

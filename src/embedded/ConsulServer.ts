@@ -1,9 +1,9 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { HttpServerError } from "@effect/platform"
 import { Context, Effect, ExecutionStrategy, Exit, Layer, ParseResult, Schema, Scope } from "effect"
-import { STATUS_CODES } from "node:http"
 import { Registration, TxnOperations } from "../domain/ConsulApi.js"
-import type { ConsulOperation, ConsulStore } from "../services/ConsulStore.js"
+import { allRights, faultBody } from "../services/ConsulStore.js"
+import type { AclSettings, ConsulOperation, ConsulStore, ConsulVersion, Refusal } from "../services/ConsulStore.js"
 import type { ServerTls } from "./Listen.js"
 import { decodePath, dropConnection, listen, requestTarget } from "./Listen.js"
 
@@ -18,8 +18,16 @@ export interface ConsulServerOptions {
   readonly addresses?: ReadonlyArray<string> | undefined
   /** 0 or absent: a free port, the same on every address */
   readonly port?: number | undefined
-  /** ACL mode: a request without `X-Consul-Token: <token>` (or `Authorization: Bearer <token>`) gets a 403 */
+  /**
+   * Shorthand for ACLs with one token of every right and a deny-all anonymous token (see `ConsulStore.acl`,
+   * which this sets; set that for finer rules). The token travels as `X-Consul-Token`, `Authorization: Bearer`
+   * or `?token=`, as Consul accepts it.
+   */
   readonly requiredToken?: string | undefined
+  /** ACLs with these tokens and rules (sets `ConsulStore.acl`; default: no ACLs, as Consul ships) */
+  readonly acl?: AclSettings | undefined
+  /** the Consul release whose answers to give (sets `ConsulStore.version`; default "1.15") */
+  readonly version?: ConsulVersion | undefined
   readonly tls?: ServerTls | undefined
 }
 
@@ -31,12 +39,16 @@ export interface ConsulServer {
   readonly url: (address?: string) => string
 }
 
-const text = (body: string, status: number) => HttpServerResponse.text(body, { status })
+/** Consul writes its error bodies as plain text, which Go's server labels `text/plain; charset=utf-8` */
+const text = (body: string, status: number) =>
+  HttpServerResponse.text(body, { status, contentType: "text/plain; charset=utf-8" })
 
-/** What Consul answers on a failure status: its own short text bodies */
-const statusBody = (status: number): string => STATUS_CODES[status] ?? `status ${status}`
+const refusal = (answer: Refusal) => text(answer.body, answer.status)
+
 
 const tokenOf = (request: HttpServerRequest.HttpServerRequest): string | undefined => {
+  const query = requestTarget(request).query.get("token")
+  if (query !== null && query !== "") return query
   const header = request.headers["x-consul-token"]
   if (header !== undefined && header !== "") return header
   const authorization = request.headers["authorization"]
@@ -59,19 +71,17 @@ const parseFilter = (filter: string | null): { readonly field: "ID" | "Service";
 
 const base64 = (value: string): string | null => value === "" ? null : Buffer.from(value, "utf8").toString("base64")
 
-const decodeFailed = (error: ParseResult.ParseError | { readonly message: string }) =>
-  text(
-    `Request decode failed: ${ParseResult.isParseError(error) ? ParseResult.TreeFormatter.formatErrorSync(error) : error.message}`,
-    400
-  )
+/** A body Consul cannot decode: 400 with its words (the agent endpoints say `Request decode failed`, /v1/txn `Failed to parse body`) */
+const decodeFailed = (prefix = "Request decode failed") => (error: ParseResult.ParseError | { readonly message: string }) =>
+  text(`${prefix}: ${ParseResult.isParseError(error) ? ParseResult.TreeFormatter.formatErrorSync(error) : error.message}`, 400)
 
 /** The HTTP API of one agent. Agent-scoped routes act on `agent`; KV and catalog on the store's, as every
  *  real agent forwards those to the servers. */
-export const consulRouter = (store: ConsulStore, agent: string, options: Pick<ConsulServerOptions, "requiredToken"> = {}) => {
-  /** The store decides first whether the request gets through (faults, failure rate), then the ACL. */
+export const consulRouter = (store: ConsulStore, agent: string) => {
+  /** The store decides first whether the request gets through (faults, failure rate), then, per request, the ACL. */
   const admitted = (
     operation: ConsulOperation,
-    handle: (request: HttpServerRequest.HttpServerRequest) => Effect.Effect<HttpServerResponse.HttpServerResponse>
+    handle: (request: HttpServerRequest.HttpServerRequest, token: string | undefined) => Effect.Effect<HttpServerResponse.HttpServerResponse>
   ) =>
     Effect.gen(function*() {
       const request = yield* HttpServerRequest.HttpServerRequest
@@ -82,14 +92,11 @@ export const consulRouter = (store: ConsulStore, agent: string, options: Pick<Co
         case "Hang":
           return yield* Effect.never
         case "Status":
-          return text(statusBody(admission.status), admission.status)
+          return text(faultBody(admission.status), admission.status)
         case "Ok":
           break
       }
-      if (options.requiredToken !== undefined && tokenOf(request) !== options.requiredToken) {
-        return text("Permission denied", 403)
-      }
-      return yield* handle(request)
+      return yield* handle(request, tokenOf(request))
     })
 
   /** Consul's consistency headers on reads; the index is the store's write count (it only ever grows). */
@@ -119,25 +126,29 @@ export const consulRouter = (store: ConsulStore, agent: string, options: Pick<Co
     const request = yield* HttpServerRequest.HttpServerRequest
     const { query } = requestTarget(request)
     const operation: ConsulOperation = query.has("keys") ? "kv.keys" : query.has("recurse") ? "kv.recurse" : "kv.get"
-    return yield* admitted(operation, (request) => {
+    return yield* admitted(operation, (request, token) => {
       const key = kvKey(request)
       if (key === undefined) return Effect.succeed(badKey)
       switch (operation) {
         case "kv.keys": {
           const separator = query.get("separator") ?? undefined
-          const keys = store.keys(key, separator)
-          return Effect.succeed(keys === undefined ? notFound() : withIndex(HttpServerResponse.unsafeJson(keys)))
+          const keys = store.kvListKeys(token, key, separator)
+          if (keys._tag === "Refused") return Effect.succeed(refusal(keys))
+          return Effect.succeed(keys.value === undefined ? notFound() : withIndex(HttpServerResponse.unsafeJson(keys.value)))
         }
         case "kv.recurse": {
-          const entries = store.recurse(key)
+          const entries = store.kvReadTree(token, key)
+          if (entries._tag === "Refused") return Effect.succeed(refusal(entries))
           return Effect.succeed(
-            entries === undefined
+            entries.value === undefined
               ? notFound()
-              : withIndex(HttpServerResponse.unsafeJson(entries.map((entry) => kvEntry(entry.key, entry.value))))
+              : withIndex(HttpServerResponse.unsafeJson(entries.value.map((entry) => kvEntry(entry.key, entry.value))))
           )
         }
         default: {
-          const value = store.kv.get(key)
+          const read = store.kvRead(token, key)
+          if (read._tag === "Refused") return Effect.succeed(refusal(read))
+          const value = read.value
           if (value === undefined) return Effect.succeed(notFound())
           return Effect.succeed(withIndex(
             query.has("raw")
@@ -149,49 +160,54 @@ export const consulRouter = (store: ConsulStore, agent: string, options: Pick<Co
     })
   })
 
-  const kvPut = admitted("kv.put", (request) => {
+  const kvPut = admitted("kv.put", (request, token) => {
     const key = kvKey(request)
     if (key === undefined) return Effect.succeed(badKey)
     if (key === "") return Effect.succeed(text("Missing key name", 400))
     return request.text.pipe(
       Effect.map((value) => {
-        store.put(key, value)
-        return HttpServerResponse.unsafeJson(true)
+        const written = store.kvWrite(token, key, value)
+        return written._tag === "Refused" ? refusal(written) : HttpServerResponse.unsafeJson(true)
       }),
-      Effect.catchAll(decodeFailed)
+      Effect.catchAll(decodeFailed())
     )
   })
 
-  const kvDelete = admitted("kv.delete", (request) => {
+  const kvDelete = admitted("kv.delete", (request, token) => {
     const key = kvKey(request)
     if (key === undefined) return Effect.succeed(badKey)
-    store.delete(key, requestTarget(request).query.has("recurse"))
-    return Effect.succeed(HttpServerResponse.unsafeJson(true))
+    const removed = store.kvRemove(token, key, requestTarget(request).query.has("recurse"))
+    return Effect.succeed(removed._tag === "Refused" ? refusal(removed) : HttpServerResponse.unsafeJson(true))
   })
 
-  const txn = admitted("txn", (request) =>
+  const txn = admitted("txn", (request, token) =>
     request.json.pipe(
       Effect.flatMap(Schema.decodeUnknown(TxnOperations)),
       Effect.map((operations) => {
-        const outcome = store.txn(operations)
-        if (outcome.ok) {
-          // Consul returns a result for each operation that reads or writes a value; deletes have none
-          const results = operations.filter((op) => op.KV.Verb === "set").map((op) => ({
-            KV: { ...kvEntry(op.KV.Key, ""), Value: null }
-          }))
-          return HttpServerResponse.unsafeJson({ Results: results, Errors: null })
+        const outcome = store.applyTxn(token, operations)
+        switch (outcome._tag) {
+          case "Ok": {
+            // Consul returns a result for each operation that reads or writes a value; deletes have none
+            const results = operations.filter((op) => op.KV.Verb === "set").map((op) => ({
+              KV: { ...kvEntry(op.KV.Key, ""), Value: null }
+            }))
+            return HttpServerResponse.unsafeJson({ Results: results, Errors: null })
+          }
+          case "RolledBack":
+            return HttpServerResponse.unsafeJson({ Results: null, Errors: outcome.errors }, { status: 409 })
+          case "Refused":
+            return refusal(outcome)
         }
-        return outcome.status === 409
-          ? HttpServerResponse.unsafeJson({ Results: null, Errors: [{ OpIndex: 0, What: outcome.error }] }, { status: 409 })
-          : text(outcome.error, outcome.status)
       }),
-      Effect.catchAll(decodeFailed)
+      Effect.catchAll(decodeFailed("Failed to parse body"))
     ))
 
-  const agentServices = admitted("agent.services", (request) => {
+  const agentServices = admitted("agent.services", (request, token) => {
     const filter = parseFilter(requestTarget(request).query.get("filter"))
+    const listed = store.listServices(agent, token)
+    if (listed._tag === "Refused") return Effect.succeed(refusal(listed))
     const body: Record<string, unknown> = {}
-    for (const service of store.services(agent).values()) {
+    for (const service of listed.value.values()) {
       if (filter !== undefined && service[filter.field] !== filter.value) continue
       body[service.ID] = {
         ID: service.ID,
@@ -208,26 +224,27 @@ export const consulRouter = (store: ConsulStore, agent: string, options: Pick<Co
     return Effect.succeed(HttpServerResponse.unsafeJson(body))
   })
 
-  const register = admitted("agent.register", (request) =>
+  const register = admitted("agent.register", (request, token) =>
     request.json.pipe(
       Effect.flatMap(Schema.decodeUnknown(Registration)),
       Effect.map((registration) => {
-        store.register(agent, registration)
-        return HttpServerResponse.empty({ status: 200 })
+        const registered = store.registerService(agent, token, registration)
+        return registered._tag === "Refused" ? refusal(registered) : HttpServerResponse.empty({ status: 200 })
       }),
-      Effect.catchAll(decodeFailed)
+      Effect.catchAll(decodeFailed())
     ))
 
-  const deregister = admitted("agent.deregister", (request) => {
+  const deregister = admitted("agent.deregister", (request, token) => {
     const id = decodePath(requestTarget(request).path.slice("/v1/agent/service/deregister/".length))
     if (id === undefined) return Effect.succeed(text("Invalid URL escape in service ID", 400))
-    return Effect.succeed(
-      store.deregister(agent, id) ? HttpServerResponse.empty({ status: 200 }) : text(`Unknown service ID "${id}"`, 404)
-    )
+    const deregistered = store.deregisterService(agent, token, id)
+    return Effect.succeed(deregistered._tag === "Refused" ? refusal(deregistered) : HttpServerResponse.empty({ status: 200 }))
   })
 
-  const catalogNodes = admitted("catalog.nodes", () =>
-    Effect.succeed(withIndex(HttpServerResponse.unsafeJson(store.catalogNodes().map((node) => ({
+  const catalogNodes = admitted("catalog.nodes", (_request, token) => {
+    const listed = store.listNodes(token)
+    if (listed._tag === "Refused") return Effect.succeed(refusal(listed))
+    return Effect.succeed(withIndex(HttpServerResponse.unsafeJson(listed.value.map((node) => ({
       ID: "",
       Node: node.Node,
       Address: node.Address,
@@ -236,7 +253,8 @@ export const consulRouter = (store: ConsulStore, agent: string, options: Pick<Co
       Meta: {},
       CreateIndex: 1,
       ModifyIndex: 1
-    }))))))
+    })))))
+  })
 
   return HttpRouter.empty.pipe(
     HttpRouter.get("/v1/agent/services", agentServices),
@@ -249,15 +267,50 @@ export const consulRouter = (store: ConsulStore, agent: string, options: Pick<Co
     HttpRouter.put("/v1/kv/*", kvPut),
     HttpRouter.del("/v1/kv/", kvDelete),
     HttpRouter.del("/v1/kv/*", kvDelete),
-    HttpRouter.put("/v1/txn", txn)
+    HttpRouter.put("/v1/txn", txn),
+    methodNotAllowed
   )
+}
+
+const methods = ["GET", "PUT", "POST", "DELETE", "PATCH"] as const
+
+/** Consul's endpoints with the methods each one takes (Consul's `allowedMethods`). */
+const allowedMethods: ReadonlyArray<readonly [path: HttpRouter.PathInput, allowed: ReadonlyArray<(typeof methods)[number]>]> = [
+  ["/v1/agent/services", ["GET"]],
+  ["/v1/agent/service/register", ["PUT"]],
+  ["/v1/agent/service/deregister/*", ["PUT"]],
+  ["/v1/catalog/nodes", ["GET"]],
+  ["/v1/kv/", ["GET", "PUT", "DELETE"]],
+  ["/v1/kv/*", ["GET", "PUT", "DELETE"]],
+  ["/v1/txn", ["PUT"]]
+]
+
+/**
+ * Any other method on those paths: 405 `method POST not allowed` with an `Allow` header listing OPTIONS and the
+ * endpoint's methods, as Consul's HTTP wrapper answers (consular must never send, say, a POST to register).
+ */
+const methodNotAllowed = <E, R>(router: HttpRouter.HttpRouter<E, R>): HttpRouter.HttpRouter<E, R> => {
+  let out = router
+  for (const [path, allowed] of allowedMethods) {
+    for (const method of methods) {
+      if (allowed.includes(method)) continue
+      out = HttpRouter.route(method)(path, Effect.succeed(
+        HttpServerResponse.text(`method ${method} not allowed`, {
+          status: 405,
+          contentType: "text/plain; charset=utf-8",
+          headers: { allow: ["OPTIONS", ...allowed].join(",") }
+        })
+      ))(out)
+    }
+  }
+  return out
 }
 
 const bindAll = (store: ConsulStore, addresses: ReadonlyArray<string>, port: number, options: ConsulServerOptions) =>
   Effect.gen(function*() {
     let bound = port
     for (const address of addresses) {
-      bound = yield* listen(consulRouter(store, address, options), { address, port: bound, tls: options.tls })
+      bound = yield* listen(consulRouter(store, address), { address, port: bound, tls: options.tls })
     }
     return bound
   })
@@ -274,6 +327,9 @@ export const serveConsul = (
   Effect.gen(function*() {
     const addresses = options.addresses ?? [store.main]
     for (const address of addresses) store.addAgent(address)
+    if (options.requiredToken !== undefined) store.acl = { tokens: { [options.requiredToken]: allRights } }
+    if (options.acl !== undefined) store.acl = options.acl
+    if (options.version !== undefined) store.version = options.version
     const requested = options.port ?? 0
     const attempt = Effect.gen(function*() {
       const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)

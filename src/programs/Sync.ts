@@ -5,7 +5,7 @@ import { maxTxnOperations } from "../domain/ConsulApi.js"
 import type { Registration, TxnOperation } from "../domain/ConsulApi.js"
 import * as Diff from "../domain/Diff.js"
 import type { AppWithTasks, Plan } from "../domain/Diff.js"
-import { isUnreachable } from "../domain/Errors.js"
+import { describeRefusedOperation, isUnreachable } from "../domain/Errors.js"
 import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
 import type { RejectedApp } from "../domain/MarathonApi.js"
@@ -186,7 +186,7 @@ export const writeKv = (
         }))
       )
     }
-    const batch = (planned: ReadonlyArray<TxnOperation>) =>
+    const batch = (planned: ReadonlyArray<TxnOperation>): Effect.Effect<void> =>
       Effect.flatMap(Effect.filter(planned, (operation) => stillWanted(operation.KV.Key)), (operations) =>
         operations.length === 0
           ? Effect.void
@@ -194,7 +194,15 @@ export const writeKv = (
           ? one(operations[0]!)
           : consul.txn(operations).pipe(
             Effect.zipRight(Effect.forEach(operations, count, { discard: true })),
-            Effect.catchAll(() => Effect.forEach(operations, one, { discard: true }))
+            Effect.catchAll((error) => {
+              // a 409 names each operation Consul refused: those fail with its words, the rest go again together
+              const refused = error.refused ?? []
+              if (refused.length === 0) return Effect.forEach(operations, one, { discard: true })
+              const refusedAt = new Set(refused.map((operation) => operation.index))
+              return Effect.sync(() => {
+                for (const operation of refused) written.failures.push({ scope: "kv", message: describeRefusedOperation(operation) })
+              }).pipe(Effect.zipRight(batch(operations.filter((_, index) => !refusedAt.has(index)))))
+            })
           ))
     yield* Effect.forEach(chunk(operations, maxTxnOperations), batch, { concurrency: 4, discard: true })
     return written

@@ -1,13 +1,14 @@
 import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { Context, Duration, Effect, Either, Layer, Schema } from "effect"
-import { AgentServices, CatalogNodes, KvEntries, KvKeys, Registration, TxnOperations } from "../domain/ConsulApi.js"
-import type { AgentService, CatalogNode, TxnOperation } from "../domain/ConsulApi.js"
+import { Context, Duration, Effect, Either, Layer, Option, Schema } from "effect"
+import { AgentServices, CatalogNodes, KvEntries, KvKeys, Registration, TxnConflict, TxnOperations } from "../domain/ConsulApi.js"
+import type { AgentService, CatalogNode, TxnOpError, TxnOperation } from "../domain/ConsulApi.js"
 import { ConsulError, NotFound } from "../domain/Errors.js"
 import { agentUrl } from "../domain/Naming.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
 import * as Http from "./Http.js"
-import { ConsulStore } from "./ConsulStore.js"
-import type { Admission, ConsulOperation } from "./ConsulStore.js"
+import { ConsulStore, faultBody, refused } from "./ConsulStore.js"
+import type { Admission, Answer, ConsulOperation, Refusal, TxnRolledBack } from "./ConsulStore.js"
+import { BufferedResponse } from "./HttpTransport.js"
 
 /**
  * Consul as consular uses it. Agent-scoped calls take the agent (a host: the task's, or a catalog node's
@@ -55,14 +56,67 @@ export interface ConsulSettings extends HttpSettings {
 /** A key in a URL path: each segment encoded, the slashes kept (Consul decodes the path). */
 const kvPath = (key: string): string => `/v1/kv/${key.split("/").map(encodeURIComponent).join("/")}`
 
-const consulError = (operation: string, agent?: string) => (failure: UpstreamFailure): ConsulError =>
-  new ConsulError({
+/** The ACL permission each operation needs, named when Consul denies it. */
+const permissions: Readonly<Record<string, string>> = {
+  "list services": "service:read",
+  register: "service:write",
+  deregister: "service:write",
+  "list catalog nodes": "node:read",
+  "read kv tree": "key:read",
+  "list kv keys": "key:read",
+  "read kv": "key:read",
+  "write kv": "key:write",
+  "delete kv": "key:write",
+  txn: "key:write"
+}
+
+/**
+ * Consul's 403 means one of two things, told apart by its words (Consul's own `IsErrNotFound` matches them the
+ * same way, and a client agent prefixes what the servers said with `rpc error making call: `): the token is
+ * unknown (`ACL not found`), or it lacks a permission (`Permission denied…`).
+ */
+const isUnknownToken = (failure: UpstreamFailure): boolean =>
+  failure.status === 403 && failure.words?.includes("ACL not found") === true
+
+const consulError = (operation: string, agent?: string) => (failure: UpstreamFailure): ConsulError => {
+  const permission = permissions[operation]
+  return new ConsulError({
     operation,
-    reason: failure.reason,
+    reason: isUnknownToken(failure) ? "UnknownToken" : failure.reason,
     detail: failure.detail,
     ...(failure.status === undefined ? {} : { status: failure.status }),
-    ...(agent === undefined ? {} : { agent })
+    ...(agent === undefined ? {} : { agent }),
+    ...(failure.reason === "Forbidden" && permission !== undefined ? { permission } : {})
   })
+}
+
+/**
+ * A deregistration of a service the agent does not have: Consul <= 1.11 with ACLs answers 500 `Unknown service
+ * "<id>"`, >= 1.12 answers 404 (`Unknown service ID …`). Either way the service is gone, which is what was asked.
+ */
+const saysUnknownService = (status: number | undefined, words: string | undefined): boolean =>
+  status === 500 && words?.includes("Unknown service") === true
+
+/** What an in-memory refusal looks like once through the HTTP helper: the same reasons, detail and words. */
+const refusalFailure = (refusal: Refusal): UpstreamFailure => ({
+  reason: Http.reasonOfStatus(refusal.status),
+  status: refusal.status,
+  detail: `answered ${refusal.status}${refusal.body === "" ? "" : `: ${JSON.stringify(refusal.body.slice(0, Http.upstreamWordsLimit))}`}`,
+  words: refusal.body === "" ? undefined : refusal.body.slice(0, Http.upstreamWordsLimit),
+  unreachable: false
+})
+
+/** A 409 to a transaction, read per operation: the key of each refused one and Consul's words. */
+const rolledBack = (operations: ReadonlyArray<TxnOperation>, errors: ReadonlyArray<TxnOpError>, detail: string): ConsulError =>
+  new ConsulError({
+    operation: "txn",
+    reason: "Status",
+    status: 409,
+    detail,
+    refused: errors.map((error) => ({ index: error.OpIndex, key: operations[error.OpIndex]?.KV.Key ?? "?", what: error.What }))
+  })
+
+const decodeTxnConflict = Schema.decodeUnknownOption(Schema.parseJson(TxnConflict))
 
 const notFoundIsError = (operation: string, agent?: string) => (error: NotFound | ConsulError): ConsulError =>
   error._tag === "NotFound"
@@ -127,11 +181,19 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
       ).pipe(Effect.mapError((failure) => notFoundIsError("register", agent)(Http.mapFailure(`agent ${agent}`, consulError("register", agent))(failure))))
     }
 
-    const deregister = (agent: string, serviceId: string) =>
-      http.send(
+    const unknownService = (failure: Http.HttpFailure) =>
+      failure._tag === "ResponseError" && saysUnknownService(failure.response.status, Http.upstreamWords(failure))
+
+    const deregister = (agent: string, serviceId: string) => {
+      const resource = `service ${serviceId} on agent ${agent}`
+      return http.send(
         HttpClientRequest.put(at(agent, `/v1/agent/service/deregister/${encodeURIComponent(serviceId)}`)),
-        Http.ignoreBody
-      ).pipe(Effect.mapError(Http.mapFailure(`service ${serviceId} on agent ${agent}`, consulError("deregister", agent))))
+        Http.ignoreBody,
+        { final: unknownService }
+      ).pipe(
+        Effect.mapError((failure) => unknownService(failure) ? new NotFound({ resource }) : Http.mapFailure(resource, consulError("deregister", agent))(failure))
+      )
+    }
 
     const catalogNodes = http.send(HttpClientRequest.get(onMain("/v1/catalog/nodes")), HttpClientResponse.schemaBodyJson(CatalogNodes)).pipe(
       Effect.mapError(Http.mapFailure("catalog nodes", consulError("list catalog nodes"))),
@@ -188,8 +250,14 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
         Effect.mapError((error) => new ConsulError({ operation: "txn", reason: "Status", detail: `unencodable transaction: ${error.reason}` })),
         Effect.flatMap((request) =>
           http.send(request, Http.ignoreBody).pipe(
-            Effect.mapError(Http.mapFailure("txn", consulError("txn"))),
-            Effect.mapError(notFoundIsError("txn"))
+            Effect.mapError((failure) => {
+              const conflict = failure._tag === "ResponseError" && failure.response.status === 409 && failure.response instanceof BufferedResponse
+                ? decodeTxnConflict(failure.response.body.toString("utf8"))
+                : Option.none()
+              return Option.isSome(conflict)
+                ? rolledBack(operations, conflict.value.Errors, Http.describeFailure(failure))
+                : notFoundIsError("txn")(Http.mapFailure("txn", consulError("txn"))(failure))
+            })
           )
         )
       )
@@ -220,36 +288,39 @@ export interface ConsulMemorySettings {
   readonly timeout?: Duration.DurationInput | undefined
   readonly retries?: number | undefined
   readonly retryBase?: Duration.DurationInput | undefined
+  /** the ACL token every request carries (what `X-Consul-Token` is to `ConsulLive`) */
+  readonly token?: string | undefined
 }
-
 
 /**
  * Consul in memory, behaving as `ConsulLive` does against a real Consul: same errors and reasons, a hanging
- * agent times out, transient failures are retried with the same backoff, 404s are `NotFound`.
+ * agent times out, transient failures are retried with the same backoff, 404s are `NotFound`, and the store
+ * answers ACLs and releases as the embedded server does (it answers through the same store methods).
  */
 export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySettings = {}) => {
   const timeout = settings.timeout ?? "5 seconds"
   const backoff = Http.retrySchedule(settings)
+  const token = settings.token
   const request = <A>(
     agent: string,
     operation: ConsulOperation,
     label: string,
-    run: () => A,
-    options?: RegisterOptions
-  ): Effect.Effect<A, ConsulError> => {
-    const attempt = Effect.suspend((): Effect.Effect<A, ConsulError> => {
+    run: () => Answer<A>,
+    options?: RegisterOptions & { readonly final?: (refusal: Refusal) => boolean }
+  ): Effect.Effect<A, ConsulError | NotFound> => {
+    const attempt = Effect.suspend((): Effect.Effect<A, ConsulError | Refusal> => {
       const admission: Admission = store.admit(agent, operation)
-      const fail = (reason: ConsulError["reason"], detail: string, status?: number) =>
-        Effect.fail(new ConsulError({ operation: label, reason, detail, agent, ...(status === undefined ? {} : { status }) }))
       switch (admission._tag) {
-        case "Ok":
-          return Effect.sync(run)
+        case "Ok": {
+          const answer = run()
+          return answer._tag === "Ok" ? Effect.succeed(answer.value) : Effect.fail(answer)
+        }
         case "Refuse":
-          return fail("Transport", `connect ECONNREFUSED ${agent}`)
+          return Effect.fail(new ConsulError({ operation: label, reason: "Transport", detail: `connect ECONNREFUSED ${agent}`, agent }))
         case "Hang":
           return Effect.never
         case "Status":
-          return fail(admission.status === 403 ? "Forbidden" : "Status", `answered ${admission.status}`, admission.status)
+          return Effect.fail(refused(admission.status, faultBody(admission.status)))
       }
     }).pipe(
       Effect.timeoutFail({
@@ -257,58 +328,87 @@ export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySetti
         onTimeout: () => new ConsulError({ operation: label, reason: "Timeout", detail: "no answer in time", agent })
       })
     )
-    return attempt.pipe(Effect.retry({
-      schedule: backoff,
-      times: settings.retries ?? 3,
-      while: (error) =>
-        error.reason === "Transport" || error.reason === "Timeout"
-          ? options?.fallbackMode !== true
-          : error.reason === "Status" && error.status !== undefined && Http.isTransientStatus(error.status)
-    }))
+    return attempt.pipe(
+      Effect.retry({
+        schedule: backoff,
+        times: settings.retries ?? 3,
+        while: (error) =>
+          error._tag === "Refused"
+            ? Http.isTransientStatus(error.status) && options?.final?.(error) !== true
+            : (error.reason === "Transport" || error.reason === "Timeout") && options?.fallbackMode !== true
+      }),
+      Effect.mapError((error) =>
+        error._tag !== "Refused"
+          ? error
+          : error.status === 404
+          ? new NotFound({ resource: `${label} ${agent}` })
+          : consulError(label, agent)(refusalFailure(error))
+      )
+    )
   }
   const main = () => settings.main ?? store.main
   const orNotFound = <A>(value: A | undefined, resource: string): Effect.Effect<A, NotFound> =>
     value === undefined ? Effect.fail(new NotFound({ resource })) : Effect.succeed(value)
+  const onMain = <A>(operation: ConsulOperation, label: string, run: () => Answer<A>) =>
+    Effect.suspend(() => request(main(), operation, label, run))
+  const unknownService = (refusal: Refusal) => saysUnknownService(refusal.status, refusal.body)
 
   return Consul.of({
     agentServices: (agent, options) =>
-      request(agent, "agent.services", "list services", () => new Map(store.services(agent)), {
+      request(agent, "agent.services", "list services", () => store.listServices(agent, token), {
         fallbackMode: options?.retryUnreachable === false
-      }),
+      }).pipe(Effect.map((services) => new Map(services)), Effect.mapError(notFoundIsError("list services", agent))),
     agentService: (agent, serviceId) =>
-      request(agent, "agent.services", "list services", () => store.services(agent).get(serviceId)).pipe(
-        Effect.flatMap((service) => orNotFound(service, `service ${serviceId} on agent ${agent}`))
+      request(agent, "agent.services", "list services", () => store.listServices(agent, token)).pipe(
+        Effect.mapError(notFoundIsError("list services", agent)),
+        Effect.flatMap((services) => orNotFound(services.get(serviceId), `service ${serviceId} on agent ${agent}`))
       ),
     register: (agent, registration, options) =>
-      request(agent, "agent.register", "register", () => store.register(agent, registration), options),
-    deregister: (agent, serviceId) =>
-      request(agent, "agent.deregister", "deregister", () => store.deregister(agent, serviceId)).pipe(
-        Effect.flatMap((found) => found ? Effect.void : Effect.fail(new NotFound({ resource: `service ${serviceId} on agent ${agent}` })))
+      request(agent, "agent.register", "register", () => store.registerService(agent, token, registration), options).pipe(
+        Effect.mapError(notFoundIsError("register", agent))
       ),
-    catalogNodes: Effect.suspend(() => request(main(), "catalog.nodes", "list catalog nodes", () => store.catalogNodes())),
+    deregister: (agent, serviceId) =>
+      request(agent, "agent.deregister", "deregister", () => store.deregisterService(agent, token, serviceId), { final: unknownService }).pipe(
+        Effect.catchIf(
+          (error): error is ConsulError => error._tag === "ConsulError" && error.status === 500 && error.detail.includes("Unknown service"),
+          () => Effect.fail(new NotFound({ resource: `service ${serviceId} on agent ${agent}` }))
+        )
+      ),
+    catalogNodes: onMain("catalog.nodes", "list catalog nodes", () => store.listNodes(token)).pipe(
+      Effect.mapError(notFoundIsError("list catalog nodes"))
+    ),
     kvTree: (prefix) =>
-      Effect.suspend(() => request(main(), "kv.recurse", "read kv tree", () => store.recurse(prefix))).pipe(
+      onMain("kv.recurse", "read kv tree", () => store.kvReadTree(token, prefix)).pipe(
         Effect.flatMap((entries) => orNotFound(entries, `kv ${prefix}`)),
         Effect.map((entries) => new Map(entries.map((entry) => [entry.key, entry.value] as const)))
       ),
     kvKeys: (prefix, separator) =>
-      Effect.suspend(() => request(main(), "kv.keys", "list kv keys", () => store.keys(prefix, separator))).pipe(
+      onMain("kv.keys", "list kv keys", () => store.kvListKeys(token, prefix, separator)).pipe(
         Effect.flatMap((keys) => orNotFound(keys, `kv ${prefix}`))
       ),
     kvGet: (key) =>
-      Effect.suspend(() => request(main(), "kv.get", "read kv", () => store.kv.get(key))).pipe(
+      onMain("kv.get", "read kv", () => store.kvRead(token, key)).pipe(
         Effect.flatMap((value) => orNotFound(value, `kv ${key}`))
       ),
-    kvPut: (key, value) => Effect.suspend(() => request(main(), "kv.put", "write kv", () => store.put(key, value))),
+    kvPut: (key, value) =>
+      onMain("kv.put", "write kv", () => store.kvWrite(token, key, value)).pipe(Effect.mapError(notFoundIsError("write kv"))),
     kvDelete: (key, options) =>
-      Effect.suspend(() => request(main(), "kv.delete", "delete kv", () => store.delete(key, options?.recurse === true))),
+      onMain("kv.delete", "delete kv", () => store.kvRemove(token, key, options?.recurse === true)).pipe(
+        Effect.mapError(notFoundIsError("delete kv"))
+      ),
     txn: (operations) =>
-      Effect.suspend(() => request(main(), "txn", "txn", () => store.txn(operations))).pipe(
-        Effect.flatMap((result) =>
-          result.ok
-            ? Effect.void
-            : Effect.fail(new ConsulError({ operation: "txn", reason: "Status", status: result.status, detail: result.error }))
-        )
+      onMain("txn", "txn", (): Answer<Answer<void> | TxnRolledBack> => ({ _tag: "Ok", value: store.applyTxn(token, operations) })).pipe(
+        Effect.flatMap((outcome) => {
+          switch (outcome._tag) {
+            case "Ok":
+              return Effect.void
+            case "RolledBack":
+              return Effect.fail(rolledBack(operations, outcome.errors, "answered 409"))
+            case "Refused":
+              return Effect.fail(consulError("txn")(refusalFailure(outcome)))
+          }
+        }),
+        Effect.mapError(notFoundIsError("txn"))
       )
   })
 }

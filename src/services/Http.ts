@@ -4,7 +4,7 @@ import { Cause, Duration, Effect, ParseResult, Schedule } from "effect"
 import type { Scope, Stream } from "effect"
 import { NotFound } from "../domain/Errors.js"
 import type { Reason } from "../domain/Errors.js"
-import { makeTransport, statusFailure } from "./HttpTransport.js"
+import { BufferedResponse, makeTransport, statusFailure } from "./HttpTransport.js"
 import type { TlsSettings } from "./HttpTransport.js"
 
 export type { TlsSettings } from "./HttpTransport.js"
@@ -74,15 +74,62 @@ export const reasonOf = (failure: HttpFailure): Reason => {
     case "ParseError":
       return "Decode"
     case "ResponseError":
-      if (failure.reason !== "StatusCode") return "Decode"
-      if (failure.response.status === 403) return "Forbidden"
-      if (failure.response.status === 401) return "Unauthorized"
-      return "Status"
+      return failure.reason === "StatusCode" ? reasonOfStatus(failure.response.status) : "Decode"
   }
 }
 
+/** The reason an answered failure status gives (the in-memory layers map their answers with it too). */
+export const reasonOfStatus = (status: number): Reason =>
+  status === 403 ? "Forbidden" : status === 401 ? "Unauthorized" : "Status"
+
 const statusOf = (failure: HttpFailure): number | undefined =>
   failure._tag === "ResponseError" ? failure.response.status : undefined
+
+/** How much of an upstream's answer a failure line quotes. */
+export const upstreamWordsLimit = 200
+
+const secretAssignment = /\b([\w-]*(?:token|secret|password|passwd|pwd)[\w-]*)(["']?\s*[:=]\s*["']?)([^\s"'&,;}]+)/gi
+
+/**
+ * Secrets taken out of a text an upstream wrote: the request's own secret header values (the ACL token, the
+ * Authorization) wherever they appear, `Bearer`/`Basic` credentials, a URL's userinfo, and any value assigned
+ * to a name like token, secret or password (`secret=…`, `"token": "…"`).
+ */
+export const redactSecrets = (text: string, secrets: ReadonlyArray<string> = []): string => {
+  let out = text
+  for (const secret of secrets) if (secret.length >= 4) out = out.split(secret).join("<redacted>")
+  return out
+    .replace(/\b(Bearer|Basic|token)\s+[A-Za-z0-9._~+/=-]{8,}/gi, "$1 <redacted>")
+    .replace(/\/\/[^/\s@]+@/g, "//<redacted>@")
+    .replace(secretAssignment, "$1$2<redacted>")
+}
+
+/** The values of the request's headers that carry credentials (never to be shown) */
+const secretHeaderValues = (request: HttpClientRequest.HttpClientRequest): Array<string> => {
+  const out: Array<string> = []
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (/token|authorization|secret|password/i.test(name)) {
+      out.push(value)
+      const credentials = /^\S+\s+(\S+)$/.exec(value)?.[1]
+      if (credentials !== undefined) out.push(credentials)
+    }
+  }
+  return out
+}
+
+/**
+ * What the upstream said in a non-2xx answer: the body's first 200 characters, whitespace folded, secrets
+ * redacted; undefined when it said nothing (or the failure is no answer at all).
+ */
+export const upstreamWords = (failure: HttpFailure): string | undefined => {
+  if (failure._tag !== "ResponseError" || failure.reason !== "StatusCode" || !(failure.response instanceof BufferedResponse)) {
+    return undefined
+  }
+  const raw = failure.response.body.toString("utf8", 0, Math.min(failure.response.body.length, 64 * 1024))
+  const words = redactSecrets(raw.replace(/\s+/g, " ").trim(), secretHeaderValues(failure.request))
+  if (words === "") return undefined
+  return words.length > upstreamWordsLimit ? `${words.slice(0, upstreamWordsLimit - 1)}\u2026` : words
+}
 
 /** A short description without URLs' userinfo or headers: safe for logs and HTTP answers. */
 export const describeFailure = (failure: HttpFailure): string => {
@@ -98,10 +145,13 @@ export const describeFailure = (failure: HttpFailure): string => {
       return "no answer in time"
     case "ParseError":
       return `unexpected body: ${ParseResult.TreeFormatter.formatErrorSync(failure)}`
-    case "ResponseError":
-      return failure.reason === "StatusCode"
-        ? `${failure.request.method} ${redactUrl(failure.request.url)} answered ${failure.response.status}`
-        : `${failure.request.method} ${redactUrl(failure.request.url)}: unreadable body`
+    case "ResponseError": {
+      if (failure.reason !== "StatusCode") return `${failure.request.method} ${redactUrl(failure.request.url)}: unreadable body`
+      const words = upstreamWords(failure)
+      return `${failure.request.method} ${redactUrl(failure.request.url)} answered ${failure.response.status}${
+        words === undefined ? "" : `: ${JSON.stringify(words)}`
+      }`
+    }
   }
 }
 
@@ -122,7 +172,10 @@ export const redactUrl = (raw: string): string => {
 export interface UpstreamFailure {
   readonly reason: Reason
   readonly status: number | undefined
+  /** the status, the request and the upstream's own words (see `upstreamWords`) */
   readonly detail: string
+  /** the upstream's own words alone, when it answered with a body */
+  readonly words?: string | undefined
   readonly unreachable: boolean
 }
 
@@ -135,6 +188,7 @@ export const mapFailure = <E>(resource: string, onOther: (failure: UpstreamFailu
         reason: reasonOf(failure),
         status: statusOf(failure),
         detail: describeFailure(failure),
+        words: upstreamWords(failure),
         unreachable: isUnreachableFailure(failure)
       })
 
@@ -143,6 +197,8 @@ export interface SendOptions {
   readonly timeout?: Duration.DurationInput | undefined
   /** false: an unreachable host is not retried (the fallback takes over at once); other failures still are */
   readonly retryUnreachable?: boolean | undefined
+  /** an answer that is final whatever its status says (Consul's 500 `Unknown service`): never retried */
+  readonly final?: ((failure: HttpFailure) => boolean) | undefined
 }
 
 export interface HttpApi {
@@ -201,7 +257,8 @@ export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, 
         : attempt
       const retryUnreachable = options?.retryUnreachable ?? true
       const retryable = (failure: unknown): boolean =>
-        isHttpFailure(failure) && isTransient(failure) && (retryUnreachable || !isUnreachableFailure(failure))
+        isHttpFailure(failure) && isTransient(failure) && (retryUnreachable || !isUnreachableFailure(failure)) &&
+        options?.final?.(failure) !== true
       // The retry policy is set up only once the first attempt has failed: nearly every request succeeds at
       // once, and a schedule driver per request was a tenth of a cold sync's CPU. The first failure is replayed
       // to the policy, so the delays and the count are exactly Effect.retry's.

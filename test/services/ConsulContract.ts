@@ -4,7 +4,8 @@ import type { Duration, Scope } from "effect"
 import type { Registration, TxnOperation } from "../../src/domain/ConsulApi.js"
 import { ConsulError, NotFound } from "../../src/domain/Errors.js"
 import { Consul } from "../../src/services/Consul.js"
-import { ConsulStore } from "../../src/services/ConsulStore.js"
+import { allRights, ConsulStore } from "../../src/services/ConsulStore.js"
+import type { AclSettings } from "../../src/services/ConsulStore.js"
 
 /**
  * What every `Consul` layer must do, run against `makeConsulMemory` and against `ConsulLive` talking HTTP to the
@@ -16,6 +17,8 @@ export const agents = ["127.0.0.1", "127.0.0.2", "127.0.0.3"] as const
 export interface ConsulFixtureOptions {
   readonly timeout: Duration.DurationInput
   readonly retries: number
+  /** the ACL token every request carries */
+  readonly token?: string | undefined
 }
 
 /** Builds a Consul layer over `store` (whose agents are already added), alive for the scope. */
@@ -276,6 +279,126 @@ export const consulContract = (name: string, make: MakeConsul) =>
             expect(store.kv.size).toBe(64)
           })
         ))
+    })
+
+    describe("ACLs (a real Consul's answers, as the embedded one gives them)", () => {
+      /** `admin` may do everything; `web-kv` writes keys under consular/web/ only; `no-nodes` lacks node:read */
+      const acl: AclSettings = {
+        tokens: {
+          admin: allRights,
+          "web-kv": { service: "write", node: "read", key: { "consular/web/": "write" } },
+          "no-nodes": { service: "write", key: "write" }
+        }
+      }
+      const seeded = (version: ConsulStore["version"] = "1.10") => (store: ConsulStore) => {
+        store.acl = acl
+        store.version = version
+        store.put("consular/web/domain", "\"example.org\"")
+        store.register(agents[1], reg("web.1"))
+      }
+
+      it.scopedLive("no token: reads are filtered (no services, no nodes, no keys), not refused", () =>
+        withConsul((consul, store) =>
+          Effect.gen(function*() {
+            expect((yield* consul.agentServices(agents[1])).size).toBe(0)
+            expect(yield* consul.catalogNodes).toEqual([])
+            assert.instanceOf(yield* Effect.flip(consul.kvTree("consular/")), NotFound)
+            assert.instanceOf(yield* Effect.flip(consul.kvKeys("consular/", "/")), NotFound)
+            expect(store.services(agents[1]).size).toBe(1) // it is there, just not for this token
+          }), {}, seeded()))
+
+      it.scopedLive("no token: a write is Forbidden naming the operation, the permission and Consul's words, and is not retried", () =>
+        withConsul((consul, store) =>
+          Effect.gen(function*() {
+            const register = asConsulError(yield* Effect.flip(consul.register(agents[1], reg("web.2"))))
+            expect(register.reason).toBe("Forbidden")
+            expect(register.status).toBe(403)
+            expect(register.message).toContain("consul register on agent 127.0.0.2: permission denied (403)")
+            expect(register.message).toContain("lacks service:write")
+            expect(register.message).toContain("Permission denied: Missing service:write on web")
+            const put = asConsulError(yield* Effect.flip(consul.kvPut("consular/web/a", "1")))
+            expect(put.reason).toBe("Forbidden")
+            expect(put.message).toContain("lacks key:write")
+            expect(put.message).toContain("\"Permission denied\"")
+            expect(store.requests).toBe(2) // one attempt each
+            expect(store.services(agents[1]).has("web.2")).toBe(false)
+          }), {}, seeded()))
+
+      it.scopedLive("an unknown token: UnknownToken (403 `ACL not found`) on reads and writes, said as such", () =>
+        withConsul((consul, store) =>
+          Effect.gen(function*() {
+            const failures = [
+              yield* Effect.flip(consul.agentServices(agents[1])),
+              yield* Effect.flip(consul.catalogNodes),
+              asConsulError(yield* Effect.flip(consul.kvTree("consular/"))),
+              yield* Effect.flip(consul.register(agents[1], reg("web.2"))),
+              yield* Effect.flip(consul.txn([{ KV: { Verb: "delete", Key: "consular/web/domain" } }, { KV: { Verb: "delete", Key: "consular/web/x" } }]))
+            ]
+            for (const failure of failures) {
+              expect(failure.reason).toBe("UnknownToken")
+              expect(failure.status).toBe(403)
+              expect(failure.message).toContain("the token is not known to Consul (403 ACL not found)")
+            }
+            expect(store.requests).toBe(failures.length) // never retried
+          }), { token: "not-a-token" }, seeded()))
+
+      it.scopedLive("a transaction answered 409 is read per operation: which ones, their keys, Consul's words; nothing applied", () =>
+        withConsul((consul, store) =>
+          Effect.gen(function*() {
+            const set = (Key: string): TxnOperation => ({ KV: { Verb: "set", Key, Value: base64("1") } })
+            const error = asConsulError(yield* Effect.flip(consul.txn([set("consular/web/a"), set("consular/api/a"), set("consular/web/b"), set("consular/db/a")])))
+            expect(error.status).toBe(409)
+            expect(error.refused).toEqual([
+              { index: 1, key: "consular/api/a", what: "Permission denied" },
+              { index: 3, key: "consular/db/a", what: "Permission denied" }
+            ])
+            expect(error.message).toBe(
+              "consul txn rolled back (Status 409): 2 operation(s) refused: #1 consular/api/a: Permission denied; #3 consular/db/a: Permission denied"
+            )
+            expect(store.kv.has("consular/web/a")).toBe(false)
+            expect(store.requests).toBe(1)
+          }), { token: "web-kv" }, seeded()))
+
+      it.scopedLive("a token without node:read reads an empty catalog while the agents answer", () =>
+        withConsul((consul) =>
+          Effect.gen(function*() {
+            expect(yield* consul.catalogNodes).toEqual([])
+            expect([...(yield* consul.agentServices(agents[1])).keys()]).toEqual(["web.1"])
+          }), { token: "no-nodes" }, seeded()))
+
+      it.scopedLive("deregistering an id the agent does not have is NotFound, in one request: Consul 1.10 with ACLs (500 Unknown service)", () =>
+        withConsul((consul, store) =>
+          Effect.gen(function*() {
+            assert.instanceOf(yield* Effect.flip(consul.deregister(agents[2], "web.1")), NotFound)
+            expect(store.log.filter((r) => r.operation === "agent.deregister")).toHaveLength(1)
+          }), { token: "admin" }, seeded("1.10")))
+
+      it.scopedLive("deregistering an id the agent does not have is NotFound, in one request: Consul 1.12 (404)", () =>
+        withConsul((consul, store) =>
+          Effect.gen(function*() {
+            assert.instanceOf(yield* Effect.flip(consul.deregister(agents[2], "web.1")), NotFound)
+            expect(store.log.filter((r) => r.operation === "agent.deregister")).toHaveLength(1)
+          }), { token: "admin" }, seeded("1.12")))
+
+      it.scopedLive("deregistering an id the agent does not have succeeds on Consul 1.10 without ACLs (200)", () =>
+        withConsul((consul, store) =>
+          Effect.gen(function*() {
+            yield* consul.deregister(agents[2], "web.1")
+            expect(store.requests).toBe(1)
+          }), {}, (store) => {
+            store.version = "1.10"
+          }))
+
+      it.scopedLive("with the right token everything works", () =>
+        withConsul((consul, store) =>
+          Effect.gen(function*() {
+            yield* consul.register(agents[2], reg("web.3"))
+            yield* consul.kvPut("consular/web/a", "1")
+            expect(yield* consul.kvGet("consular/web/a")).toBe("1")
+            expect((yield* consul.catalogNodes).length).toBe(3)
+            yield* consul.deregister(agents[1], "web.1")
+            expect(store.services(agents[1]).size).toBe(0)
+          }), { token: "admin" }, seeded()))
     })
 
     describe("faults", () => {
