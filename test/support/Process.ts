@@ -14,11 +14,19 @@ export interface Finished {
 }
 
 /** Runs the CLI to completion, killed after `timeoutMs` at the latest. */
-export const runCli = (args: ReadonlyArray<string>, options: { readonly timeoutMs?: number; readonly env?: Record<string, string> } = {}) =>
+export const runCli = (
+  args: ReadonlyArray<string>,
+  options: {
+    readonly timeoutMs?: number
+    readonly env?: Record<string, string>
+    /** options for node itself, before the script (`--import <module>`) */
+    readonly nodeArgs?: ReadonlyArray<string>
+  } = {}
+) =>
   Effect.promise(() =>
     new Promise<Finished>((resolve) => {
       const timeoutMs = options.timeoutMs ?? 20_000
-      const child = spawn(process.execPath, [mainJs, ...args], {
+      const child = spawn(process.execPath, [...(options.nodeArgs ?? []), mainJs, ...args], {
         stdio: ["ignore", "pipe", "pipe"],
         env: { ...process.env, ...options.env }
       })
