@@ -104,11 +104,14 @@ export const parseDuration = (raw: string): number | undefined => {
   return millis
 }
 
+/** Node's timers hold at most 2^31 - 1 ms (about 24.8 days); a longer one would fire at once. */
+const longestTimer = 2 ** 31 - 1
+
 const durationFlag = (doc: Omit<FlagDoc, "value"> & { readonly default: string }, valid: (millis: number) => boolean, why: string) =>
   valueFlag({ ...doc, value: "DURATION" }, (raw) => {
     const millis = parseDuration(raw)
-    return millis !== undefined && valid(millis) ? Duration.millis(millis) : undefined
-  }, why)
+    return millis !== undefined && millis <= longestTimer && valid(millis) ? Duration.millis(millis) : undefined
+  }, `${why}, at most 596h`)
 
 const choiceFlag = <const C extends ReadonlyArray<string>>(doc: Omit<FlagDoc, "value"> & { readonly default: NoInfer<C[number]> }, choices: C) =>
   valueFlag({ ...doc, value: choices.join("|") }, (raw): C[number] | undefined => choices.find((choice) => choice === raw), `must be one of ${choices.join(", ")}`)
@@ -261,7 +264,11 @@ const commands = ["run", "sync", "demo"] as const
 type CommandName = typeof commands[number]
 
 interface Invocation {
-  /** what @effect/cli parses: the command first (so that a flag value spelled like a command stays a value) */
+  /**
+   * what @effect/cli parses: every flag as one `--name=value` token, before the command. The root parses them with
+   * its own messages (after the command, a bad value was reported as an unknown argument), and a value spelled
+   * like a command (`--registration-id sync`) is not taken for one.
+   */
   readonly args: ReadonlyArray<string>
   readonly command: CommandName | undefined
   readonly help: boolean
@@ -318,8 +325,8 @@ export const prepareArgs = (args: ReadonlyArray<string>): Either.Either<Invocati
       logLevel = LogLevel.allLevels.find((level) => level.label.toLowerCase() === raw?.toLowerCase() || level._tag.toLowerCase() === raw?.toLowerCase())
       if (logLevel === undefined) return usage(`--log-level: must be one of ${LogLevel.allLevels.map((level) => level._tag.toLowerCase()).join(", ")}`)
     } else {
-      rest.push(arg)
-      if (takesNext) rest.push(next)
+      // one token per flag, so that no value can be taken for the command
+      rest.push(takesNext ? `${arg}=${next}` : arg)
     }
     if (takesNext) i++
   }
@@ -330,7 +337,7 @@ export const prepareArgs = (args: ReadonlyArray<string>): Either.Either<Invocati
       return usage(`${name} belongs to ${belongsTo(doc.applies)}, not to ${command === "sync" ? "consular sync" : belongsTo("daemon")}`)
     }
   }
-  return Either.right({ args: command === undefined ? rest : [command, ...rest], command, help, logLevel })
+  return Either.right({ args: command === undefined ? rest : [...rest, command], command, help, logLevel })
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ describe("the CLI an operator expects", () => {
 
   it.live("a flag given where it does nothing, twice, or unknown is a clear error naming it", () =>
     Effect.gen(function*() {
-      for (const [args, message] of [
+      yield* Effect.forEach([
         [["sync", "--port", "7001"], "--port belongs to the daemon"],
         [["--events", "sse", "sync"], "--events belongs to the daemon"],
         [["--dry-run"], "--dry-run belongs to consular sync"],
@@ -34,11 +34,11 @@ describe("the CLI an operator expects", () => {
         [["sync", "--purge", "--no-purge"], "--no-purge given twice (with --purge)"],
         [["sync", "--marathon-url", "http://a:8080"], "unknown flag --marathon-url"],
         [["demo", "--port", "1"], "demo takes no flags"]
-      ] as const) {
-        const result = yield* runCli(args)
-        expect(result.code, args.join(" ")).toBe(1)
-        expect(result.stderr).toContain(message)
-      }
+      ] as const, ([args, message]) =>
+        Effect.map(runCli(args), (result) => {
+          expect(result.code, args.join(" ")).toBe(1)
+          expect(result.stderr).toContain(message)
+        }), { concurrency: 4 })
     }))
 
   it.scopedLive("--name= with an empty value means the flag was not given: an empty token is no token", () =>
@@ -62,11 +62,12 @@ describe("the CLI an operator expects", () => {
         const result = yield* runCli(["sync", "--timeout", timeout, "--fallback-timeout", fallbackTimeout, "--consul", dc.consulUrl.href, "--marathon", dc.marathonUrl.href])
         expect(result.code, `${timeout} ${fallbackTimeout}: ${result.stderr}`).toBe(0)
       }
-      for (const [flag, value] of [["--timeout", "5x"], ["--timeout", "0s"], ["--timeout", "-1s"], ["--fallback-timeout", "1 m"], ["--timeout", "s"]]) {
-        const result = yield* runCli(["sync", flag, value, "--consul", dc.consulUrl.href, "--marathon", dc.marathonUrl.href])
-        expect(result.code, `${flag} ${value}`).toBe(1)
-        expect(result.stderr).toContain(flag)
-      }
+      yield* Effect.forEach([["--timeout", "5x"], ["--timeout", "0s"], ["--timeout", "-1s"], ["--fallback-timeout", "1 m"], ["--timeout", "s"]] as const, ([flag, value]) =>
+        Effect.map(runCli(["sync", flag, value, "--consul", dc.consulUrl.href, "--marathon", dc.marathonUrl.href]), (result) => {
+          expect(result.code, `${flag} ${value}`).toBe(1)
+          // the flag's own message, after the command too (not "unknown argument")
+          expect(result.stderr).toContain(`${flag}: must be a positive duration`)
+        }), { concurrency: 4 })
       // the daemon's --sync-interval takes one too: a task Marathon sends no event for is found by the next pass
       const port = yield* freePort()
       const daemon = yield* startCli(["run", "--host", "127.0.0.1", "--port", `${port}`, "--consul", dc.consulUrl.href,
