@@ -89,7 +89,7 @@ const durationPart = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/y
  * A duration as Consul (Go's time.ParseDuration) writes it: `10s`, `5m`, `1h`, `1m30s`, `500ms`; or a bare number
  * of seconds, as the Python consular took it. Milliseconds; undefined when it is neither.
  */
-export const parseDuration = (raw: string): number | undefined => {
+const parseDuration = (raw: string): number | undefined => {
   const seconds = number(raw)
   if (seconds !== undefined) return seconds * 1_000
   if (raw === "") return undefined
@@ -286,7 +286,7 @@ const isSwitchValue = (raw: string) => ["true", "false", "yes", "no", "on", "off
 const belongsTo = (applies: Applies) => applies === "daemon" ? "the daemon (consular [run])" : "consular sync"
 
 /** Where each flag stands, checked against the command it goes with; `--name=` (empty) is dropped. */
-export const prepareArgs = (args: ReadonlyArray<string>): Either.Either<Invocation, UsageError> => {
+const prepareArgs = (args: ReadonlyArray<string>): Either.Either<Invocation, UsageError> => {
   const usage = (message: string) => Either.left(new UsageError({ message: `consular: ${message} (consular --help lists the flags)` }))
   const rest: Array<string> = []
   const given = new Map<FlagDoc, string>()
@@ -375,7 +375,7 @@ const exitStatusLines = [
   "  1  nothing was synced: Marathon could not be read, no Consul read succeeded, or a usage error"
 ]
 
-export const helpText = (command: CommandName | undefined): string => {
+const helpText = (command: CommandName | undefined): string => {
   const shown = flagDocs.filter((doc) =>
     command === undefined || (command !== "demo" && (doc.applies === "all" || doc.applies === (command === "sync" ? "sync" : "daemon")))
   )
