@@ -34,8 +34,24 @@ export interface SyncSettings {
 export interface SyncFailure {
   /** "agent 127.0.0.2", "kv", "catalog", "marathon" */
   readonly scope: string
+  /** what did not land or could not be read, when it is one thing: "task web.1", "key consular/web/a", "app /odd" */
+  readonly subject?: string | undefined
   readonly message: string
 }
+
+/** Something the pass left alone on purpose (a task on a host that is no known agent, …): not a failure, not done. */
+export interface SyncSkip {
+  /** "task web.1" */
+  readonly subject: string
+  readonly reason: string
+}
+
+/**
+ * complete: everything planned landed, and nothing was left out. incomplete: the rest landed, but a write failed,
+ * an agent or an app could not be read, or something was skipped (a name clash, an unknown host).
+ * unread: no Consul read succeeded, so nothing was planned against Consul and nothing was written.
+ */
+export type SyncOutcome = "complete" | "incomplete" | "unread"
 
 export interface SyncReport {
   /** when the pass began, by the clock in use */
@@ -51,8 +67,11 @@ export interface SyncReport {
   readonly keysDeleted: number
   readonly clashes: ReadonlyArray<Diff.Clash>
   readonly failures: ReadonlyArray<SyncFailure>
+  /** left alone on purpose; each makes the pass incomplete */
+  readonly skipped: ReadonlyArray<SyncSkip>
   /** KV was read and at least one agent answered */
   readonly consulReached: boolean
+  readonly outcome: SyncOutcome
 }
 
 /** Marathon's apps with their tasks; `tasks` is fetched per app only when the listing did not embed it. */
@@ -74,7 +93,7 @@ const readMarathon = (concurrency: number): Effect.Effect<{
     return { apps, rejected: listing.rejected }
   })
 
-const failureOf = (scope: string, error: ConsulError | MarathonError): SyncFailure => ({ scope, message: error.message })
+const failureOf = (scope: string, error: ConsulError | MarathonError, subject?: string): SyncFailure => ({ scope, subject, message: error.message })
 
 /** Reads Consul: the catalog, every agent that matters, and every key below `consular/`. */
 const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: boolean, concurrency: number) =>
@@ -182,7 +201,7 @@ export const writeKv = (
       return write.pipe(
         Effect.zipRight(count(operation)),
         Effect.catchAll((error) => Effect.sync(() => {
-          written.failures.push(failureOf("kv", error))
+          written.failures.push(failureOf("kv", error, `key ${Key}`))
         }))
       )
     }
@@ -220,8 +239,8 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
     const unlessNewerEvent = (taskId: string, write: Effect.Effect<void>) =>
       topology.locks.withLock(taskId, Effect.flatMap(ledger.taskTouchedSince(taskId, mark), (touched) => touched ? Effect.void : write))
     const applied: Applied = { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
-    const fail = (scope: string) => (error: ConsulError) => Effect.sync(() => {
-      applied.failures.push(failureOf(scope, error))
+    const fail = (scope: string, taskId: string) => (error: ConsulError) => Effect.sync(() => {
+      applied.failures.push(failureOf(scope, error, `task ${taskId}`))
     })
     const unreachable = new Set<string>()
     for (const [agent, state] of actual.agents) if (state._tag === "Unreadable" && state.unreachable) unreachable.add(agent)
@@ -232,7 +251,7 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
           applied.fallbackRegistered++
         })),
         Effect.tap(() => Effect.logWarning("registered on the fallback agent").pipe(Effect.annotateLogs({ service: registration.ID, agent: directory.main }))),
-        Effect.catchAll(fail(`agent ${directory.main} (fallback)`))
+        Effect.catchAll(fail(`agent ${directory.main} (fallback)`, registration.ID))
       )
 
     const register = ({ agent, registration }: Diff.DesiredService) => unlessNewerEvent(registration.ID, Effect.suspend(() => {
@@ -247,7 +266,7 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
         Effect.catchAll((error) =>
           settings.fallback && isUnreachable(error) && agent !== directory.main
             ? fallbackRegister(registration)
-            : fail(`agent ${agent}`)(error)
+            : fail(`agent ${agent}`, registration.ID)(error)
         )
       )
     }))
@@ -260,7 +279,7 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
           Effect.tap(() => Effect.sync(() => {
             applied.deregistered++
           })),
-          Effect.catchTag("ConsulError", fail(`agent ${agent}`))
+          Effect.catchTag("ConsulError", fail(`agent ${agent}`, serviceId))
         )
       )
 
@@ -295,6 +314,7 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     // an app without a usable id cannot be told from a gone one: no purge in this pass
     const purge = settings.purge && rejected.every((app) => app.id !== undefined)
     const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, purge, concurrency)
+    const skipped: Array<SyncSkip> = []
     for (const app of rejected) {
       failures.push({ scope: "marathon", message: `app ${app.id ?? "(no id)"} skipped, unreadable: ${app.problem}` })
       yield* Effect.logError("app Marathon listed cannot be read: skipped").pipe(Effect.annotateLogs({ app: app.id ?? "(no id)", problem: app.problem }))
@@ -312,10 +332,14 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       directory
     })
     const plan = withoutNewerEvents(computed, yield* ledger.since(mark))
-    const applied: Applied = settings.dryRun === true
-      ? { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
-      : yield* applyPlan(plan, actual, directory, settings, concurrency, mark)
-    if (settings.dryRun !== true) {
+    // with not one Consul read answered (Consul down, or a token it does not know) the plan is a guess: write nothing
+    const consulRead = actual.kv !== undefined || !failures.some((failure) => failure.scope === "catalog") ||
+      [...actual.agents.values()].some((state) => state._tag === "Read")
+    const writes = settings.dryRun !== true && consulRead
+    const applied: Applied = writes
+      ? yield* applyPlan(plan, actual, directory, settings, concurrency, mark)
+      : { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
+    if (writes) {
       topology.directory = directory
       topology.clashingIds = desired.clashingIds
       topology.labelVersions.clear()
@@ -353,7 +377,13 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       keysDeleted: applied.keysDeleted,
       clashes: desired.clashes,
       failures: [...failures, ...applied.failures],
-      consulReached: actual.kv !== undefined && [...actual.agents.values()].some((state) => state._tag === "Read")
+      skipped,
+      consulReached: actual.kv !== undefined && [...actual.agents.values()].some((state) => state._tag === "Read"),
+      outcome: !consulRead
+        ? "unread"
+        : failures.length + applied.failures.length + desired.clashes.length + skipped.length === 0
+        ? "complete"
+        : "incomplete"
     }
     yield* Effect.logInfo("sync done").pipe(Effect.annotateLogs({
       apps: report.apps,
@@ -362,7 +392,9 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       deregistered: report.deregistered,
       keysSet: report.keysSet,
       keysDeleted: report.keysDeleted,
-      failures: report.failures.length
+      failures: report.failures.length,
+      skipped: report.skipped.length,
+      outcome: report.outcome
     }))
     for (const failure of report.failures) {
       yield* Effect.logWarning("sync failure").pipe(Effect.annotateLogs({ scope: failure.scope, error: failure.message }))
@@ -371,13 +403,35 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
   }).pipe(Effect.ensuring(ledger.endPass))
 })
 
-/** The summary `consular sync` prints. */
+/** The summary `consular sync` prints on stdout: the counts, and whether everything landed. */
 export const summaryLines = (report: SyncReport): ReadonlyArray<string> => [
   `apps ${report.apps}, running tasks ${report.tasks}, agents ${report.agents}`,
   `registered ${report.registered}${report.fallbackRegistered > 0 ? ` (+${report.fallbackRegistered} on the fallback agent)` : ""}, ` +
-  `deregistered ${report.deregistered}, keys set ${report.keysSet}, keys deleted ${report.keysDeleted}, errors ${report.failures.length}`,
+  `deregistered ${report.deregistered}, keys set ${report.keysSet}, keys deleted ${report.keysDeleted}, errors ${report.failures.length}` +
+  (report.skipped.length > 0 ? `, skipped ${report.skipped.length}` : ""),
+  outcomeLine(report)
+]
+
+const outcomeLine = (report: SyncReport): string => {
+  switch (report.outcome) {
+    case "complete":
+      return "complete: everything planned landed"
+    case "incomplete":
+      return `incomplete: ${[
+        report.failures.length > 0 ? `${report.failures.length} failed` : [],
+        report.clashes.length > 0 ? `${report.clashes.length} name clashes skipped` : [],
+        report.skipped.length > 0 ? `${report.skipped.length} skipped` : []
+      ].flat().join(", ")}; the rest landed`
+    case "unread":
+      return "not synced: no Consul read succeeded; nothing was written"
+  }
+}
+
+/** What did not land or was left out, one line each (`consular sync` prints them on stderr). */
+export const problemLines = (report: SyncReport): ReadonlyArray<string> => [
   ...report.clashes.map((clash) => `name clash: ${clash.name} <- ${clash.ids.join(", ")} (skipped)`),
-  ...report.failures.map((failure) => `error: ${failure.scope}: ${failure.message}`)
+  ...report.skipped.map((skip) => `skipped: ${skip.subject}: ${skip.reason}`),
+  ...report.failures.map((failure) => `error: ${failure.scope}: ${failure.subject === undefined ? "" : `${failure.subject}: `}${failure.message}`)
 ]
 
 export const planLines = (plan: Plan): ReadonlyArray<string> => [

@@ -1,3 +1,4 @@
+import { Headers } from "@effect/platform"
 import { Context, Effect, Layer, Logger, LogLevel } from "effect"
 import * as fs from "node:fs"
 
@@ -19,6 +20,17 @@ export interface LoggerSettings {
 
 const formatter = (format: LogFormat) => format === "json" ? Logger.jsonLogger : Logger.logfmtLogger
 
+/**
+ * The headers that carry consular's secrets: the Consul ACL token and Marathon's credentials. Whatever prints a
+ * request (a log line, an error, a defect's cause) shows them as `<redacted>`.
+ */
+export const secretHeaders: ReadonlyArray<string> = ["x-consul-token", "authorization"]
+
+const redactSecretHeaders = Layer.fiberRefLocallyScopedWith(Headers.currentRedactedNames, (names) => [
+  ...names,
+  ...secretHeaders.filter((name) => !names.includes(name))
+])
+
 export const LoggerLive = (settings: LoggerSettings): Layer.Layer<never> => {
   const write = settings.file === undefined
     ? Effect.succeed((line: string) => {
@@ -35,7 +47,8 @@ export const LoggerLive = (settings: LoggerSettings): Layer.Layer<never> => {
   return Layer.unwrapScoped(Effect.map(write, (emit) =>
     Layer.mergeAll(
       Logger.replace(Logger.defaultLogger, Logger.map(formatter(settings.format), emit)),
-      Logger.minimumLogLevel(settings.level)
+      Logger.minimumLogLevel(settings.level),
+      redactSecretHeaders
     )
   ))
 }
@@ -51,6 +64,7 @@ export const LoggerMemory = (format: LogFormat = "text", level: LogLevel.LogLeve
         lines.push(line)
       })),
       Logger.minimumLogLevel(level),
+      redactSecretHeaders,
       Layer.succeed(LoggedLines, lines)
     )
   }))

@@ -64,13 +64,13 @@ describe("the consular CLI, as operators run it", () => {
       expect(dc.consul.writes).toBe(0)
     }))
 
-  it.scopedLive("sync exits non-zero with a clear message when Marathon cannot be read, and writes nothing", () =>
+  it.scopedLive("sync exits 1 with a clear message when Marathon cannot be read, and writes nothing", () =>
     Effect.gen(function*() {
       const dc = yield* makeDatacenter()
       const port = yield* freePort()
       dc.consul.resetCounters()
       const result = yield* runCli(["sync", "--purge", "--consul", dc.consulUrl.href, "--marathon", `http://127.0.0.1:${port}`, "--timeout", "0.5"])
-      expect(result.code).not.toBe(0)
+      expect(result.code).toBe(1)
       expect(result.stderr).toContain("cannot read Marathon")
       expect(dc.consul.writes).toBe(0)
     }))

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, LogLevel } from "effect"
+import { HttpClientError, HttpClientRequest } from "@effect/platform"
+import { Cause, Effect, LogLevel } from "effect"
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -34,4 +35,20 @@ describe("Logger", () => {
       expect(lines[0]).toBe("earlier line")
       expect(JSON.parse(lines[1]!)).toMatchObject({ message: "sync done", logLevel: "INFO" })
     }))
+
+  for (const format of ["text", "json"] as const) {
+    it.effect(`${format}: a logged request or request error never shows the Consul token or Marathon's credentials`, () =>
+      Effect.gen(function*() {
+        const request = HttpClientRequest.put("http://127.0.0.2:8500/v1/agent/service/register").pipe(
+          HttpClientRequest.setHeaders({ "x-consul-token": "tok-5e1f9a", authorization: "Basic c2VjcmV0LXB3" })
+        )
+        yield* Effect.logDebug("http", request)
+        yield* Effect.logError("defect", Cause.die(new HttpClientError.RequestError({ request, reason: "Transport" })))
+        const lines = yield* LoggedLines
+        expect(lines).toHaveLength(2)
+        expect(lines.join("\n")).toContain("x-consul-token") // the header is there, its value is not
+        expect(lines.join("\n")).not.toContain("tok-5e1f9a")
+        expect(lines.join("\n")).not.toContain("c2VjcmV0LXB3")
+      }).pipe(Effect.provide(LoggerMemory(format))))
+  }
 })

@@ -21,8 +21,11 @@ export interface RunOptions {
 }
 
 /** Runs the CLI to completion, killed after `timeoutMs` at the latest. */
-export const runCli = (args: ReadonlyArray<string>, options: RunOptions = {}) =>
-  runProcess(process.execPath, [mainJs, ...args], options)
+export const runCli = (args: ReadonlyArray<string>, options: RunOptions & {
+  /** options for node itself, before the script (`--import <module>`) */
+  readonly nodeArgs?: ReadonlyArray<string>
+} = {}) =>
+  runProcess(process.execPath, [...(options.nodeArgs ?? []), mainJs, ...args], options)
 
 /** Runs any program to completion (`npm`, an installed `consular`), killed after `timeoutMs` at the latest. */
 export const runProcess = (file: string, args: ReadonlyArray<string>, options: RunOptions = {}) =>
