@@ -7,6 +7,7 @@ import { Config, Console, Data, Duration, Effect, Layer, LogLevel, Option, Redac
 import { readFileSync } from "node:fs"
 import { applyHeapPolicy } from "./HeapPolicy.js"
 import { ConsulLive } from "./services/Consul.js"
+import { HostResolverLive } from "./services/HostResolver.js"
 import { LoggerLive } from "./services/Logger.js"
 import { MarathonLive } from "./services/Marathon.js"
 import type { DaemonSettings } from "./programs/Daemon.js"
@@ -227,7 +228,8 @@ const servicesLive = (o: CommonOptions) =>
         tls: security.marathonTls
       }),
       LedgerLive,
-      TopologyLive(o.consul)
+      TopologyLive(o.consul),
+      HostResolverLive({ timeout: seconds(o.timeout) })
     )
   ))
 
