@@ -6,6 +6,7 @@ import { Cause, Config, Console, Data, Duration, Effect, Either, Exit, FiberRef,
 import { readFileSync } from "node:fs"
 import { applyHeapPolicy } from "./HeapPolicy.js"
 import { ConsulLive } from "./services/Consul.js"
+import { HostResolverLive } from "./services/HostResolver.js"
 import { LoggerLive } from "./services/Logger.js"
 import { MarathonLive } from "./services/Marathon.js"
 import type { DaemonSettings } from "./programs/Daemon.js"
@@ -513,6 +514,7 @@ const servicesLive = (o: Flags) =>
       }),
       LedgerLive,
       TopologyLive(o.consul),
+      HostResolverLive({ timeout: o.timeout }),
       untraced
     )
   ))

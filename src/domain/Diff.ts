@@ -24,6 +24,15 @@ export interface AppWithTasks {
 export interface DesiredService {
   readonly agent: string
   readonly registration: Registration
+  /** on the main agent because the task's host is no known agent (`--fallback`) */
+  readonly fallback?: boolean | undefined
+}
+
+/** A running task left out because its host is no known Consul agent (and there is no `--fallback`). */
+export interface SkippedTask {
+  readonly taskId: string
+  readonly appId: AppId
+  readonly host: string
 }
 
 export interface Clash {
@@ -44,15 +53,25 @@ export interface Desired {
   readonly clashingIds: ReadonlySet<string>
   /** names whose KV trees are left alone, for the same reasons */
   readonly protectedNames: ReadonlySet<AppName>
+  /** running tasks whose host is no known agent: neither registered nor contacted */
+  readonly skipped: ReadonlyArray<SkippedTask>
+}
+
+export interface DesiredOptions {
+  /** apps Marathon listed that could not be read: skipped, and nothing of theirs purged */
+  readonly unreadableIds?: ReadonlyArray<string> | undefined
+  /** `--fallback`: a task whose host is no known agent goes to this (the main) agent instead of being skipped */
+  readonly fallbackAgent?: string | undefined
 }
 
 export const desiredState = (
   apps: ReadonlyArray<AppWithTasks>,
   registrationId: string,
-  directory: Pick<AgentDirectory, "resolve">,
-  /** apps Marathon listed that could not be read: skipped, and nothing of theirs purged */
-  unreadableIds: ReadonlyArray<string> = []
+  /** the agent of a task host; undefined: no known agent */
+  directory: Pick<AgentDirectory, "agentOf">,
+  options: DesiredOptions = {}
 ): Desired => {
+  const unreadableIds = options.unreadableIds ?? []
   const unreadableNames = new Set(unreadableIds.map((id) => appName(id)))
   const byName = new Map<AppName, Array<AppWithTasks>>()
   for (const app of apps) {
@@ -66,6 +85,7 @@ export const desiredState = (
   const names = new Set<AppName>()
   const clashes: Array<Clash> = []
   const clashingIds = new Set<string>()
+  const skipped: Array<SkippedTask> = []
   for (const id of unreadableIds) clashingIds.add(id)
   for (const [name, group] of byName) {
     if (group.length > 1 || unreadableNames.has(name)) {
@@ -81,11 +101,38 @@ export const desiredState = (
     }
     for (const task of app.tasks) {
       if (!isRunning(task)) continue
-      services.set(task.id, { agent: directory.resolve(task.host), registration: registration(registrationId, app.id, task) })
+      const agent = directory.agentOf(task.host)
+      if (agent !== undefined) {
+        services.set(task.id, { agent, registration: registration(registrationId, app.id, task) })
+      } else if (options.fallbackAgent !== undefined) {
+        services.set(task.id, { agent: options.fallbackAgent, registration: registration(registrationId, app.id, task), fallback: true })
+      } else {
+        skipped.push({ taskId: task.id, appId: app.id, host: task.host })
+      }
     }
   }
   const protectedNames = new Set<AppName>([...clashes.map((clash) => clash.name), ...unreadableNames])
-  return { services, labels, apps: names, clashes, clashingIds, protectedNames }
+  return { services, labels, apps: names, clashes, clashingIds, protectedNames, skipped }
+}
+
+/**
+ * The ids of a Marathon listing whose Consul entries are left alone: ids sharing one Consul name, and apps it
+ * listed but could not read (as `desiredState` finds them, without planning anything).
+ */
+export const clashingIdsOf = (ids: ReadonlyArray<AppId>, unreadableIds: ReadonlyArray<string> = []): ReadonlySet<string> => {
+  const unreadableNames = new Set(unreadableIds.map((id) => appName(id)))
+  const byName = new Map<AppName, Array<string>>()
+  for (const id of ids) {
+    const name = appName(id)
+    const group = byName.get(name)
+    if (group === undefined) byName.set(name, [id])
+    else group.push(id)
+  }
+  const clashing = new Set<string>(unreadableIds)
+  for (const [name, group] of byName) {
+    if (group.length > 1 || unreadableNames.has(name)) for (const id of group) clashing.add(id)
+  }
+  return clashing
 }
 
 /** What an agent answered when asked for its services. */

@@ -24,6 +24,7 @@ import type { Ledger } from "./Ledger.js"
 import { summaryLines, syncOnce } from "./Sync.js"
 import type { SyncSettings } from "./Sync.js"
 import { TopologyLive } from "./Topology.js"
+import { HostResolver, HostResolverLive } from "../services/HostResolver.js"
 import type { Topology } from "./Topology.js"
 
 /**
@@ -435,7 +436,7 @@ type DaemonFiber = Fiber.RuntimeFiber<void, unknown>
  */
 const startDaemon = (
   base: Omit<DaemonSettings, "port">,
-  services: Context.Context<Consul | Marathon | Ledger | Topology>,
+  services: Context.Context<Consul | Marathon | Ledger | Topology | HostResolver>,
   timeout: Duration.DurationInput
 ): Effect.Effect<{ readonly fiber: DaemonFiber; readonly settings: DaemonSettings }, DemoFailed, Scope.Scope> =>
   Effect.gen(function*() {
@@ -505,7 +506,8 @@ export const demo = (options: DemoOptions = {}): Effect.Effect<DemoResult, DemoF
         ConsulLive({ url: consulUrl, timeout: "2 seconds", retries: 2, fallbackTimeout: "1 second" }),
         MarathonLive({ url: marathonUrl, timeout: "2 seconds", retries: 2 }),
         LedgerLive,
-        TopologyLive(consulUrl)
+        TopologyLive(consulUrl),
+        HostResolverLive()
       ))
     const syncSettings: SyncSettings = {
       registrationId,

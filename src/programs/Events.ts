@@ -9,10 +9,14 @@ import type { TaskState } from "../domain/MarathonApi.js"
 import { appKvPrefix, appName, isOwnedBy, registration } from "../domain/Naming.js"
 import { Consul } from "../services/Consul.js"
 import { Metrics } from "../services/Metrics.js"
+import type { SkipReason } from "../services/Metrics.js"
 import { Marathon } from "../services/Marathon.js"
 import { Ledger } from "./Ledger.js"
-import { writeKv } from "./Sync.js"
-import { labelsKnown, ownedKey, rememberLabels, rememberOwned, Topology } from "./Topology.js"
+import { makeAgentLookup } from "./Catalog.js"
+import type { AgentLookup } from "./Catalog.js"
+import { makePlacement } from "./Placement.js"
+import { makeKvWriter } from "./Sync.js"
+import { Topology } from "./Topology.js"
 
 /**
  * Marathon events in, Consul writes out. Every answer is JSON: 2xx when the event was applied or needs nothing,
@@ -21,6 +25,8 @@ import { labelsKnown, ownedKey, rememberLabels, rememberOwned, Topology } from "
 
 export interface EventSettings {
   readonly registrationId: string
+  /** the `--consul` URL: its host is the main agent, its catalog lists the others */
+  readonly consulUrl: URL
   readonly fallback: boolean
   readonly fallbackTimeout: Duration.DurationInput
   /** bodies over this many bytes are refused with 413 */
@@ -155,60 +161,78 @@ export const makeEventHandler = (settings: EventSettings) =>
     const marathon = yield* Marathon
     const ledger = yield* Ledger
     const topology = yield* Topology
-    // the daemon counts label writes made by events; other users of the handler need no metrics
+    const lookup = yield* makeAgentLookup(settings.consulUrl)
+    const place = yield* makePlacement(settings)
+    const writeKv = yield* makeKvWriter
+    // the daemon counts label writes and skipped events; other users of the handler need no metrics
     const metrics = yield* Effect.serviceOption(Metrics)
     const ended = new EndedTasks(20_000)
 
-    /** Labels of the app, unless KV already holds this version's. A vanished app: nothing more to do. */
-    const refreshLabels = (event: StatusUpdateEvent) =>
+    // Before the first event (and any pass): the agents of the catalog, and the app names that clash
+    yield* learnDatacenter(lookup, marathon, topology)
+
+    const skipped = (reason: SkipReason, message: string, annotations: Record<string, string>) =>
       Effect.gen(function*() {
-        if (labelsKnown(topology, event.appId, event.version)) return
-        const app = yield* marathon.app(event.appId).pipe(Effect.catchTag("NotFound", () => Effect.succeed(undefined)))
+        yield* (reason === "name_clash" ? Effect.logError(message) : Effect.logWarning(message)).pipe(Effect.annotateLogs(annotations))
+        if (Option.isSome(metrics)) yield* metrics.value.eventSkipped(reason)
+        return "skipped" as const
+      })
+
+    /** Labels of the app, unless KV already holds this version's. A vanished app: nothing more to do. */
+    const refreshLabels = (event: StatusUpdateEvent, claim: "known" | "new") =>
+      Effect.gen(function*() {
+        if (yield* topology.labelsKnown(event.appId, event.version)) return
+        const app = yield* marathon.app(event.appId).pipe(
+          Effect.catchTag("NotFound", () => Effect.succeed(undefined)),
+          // the name stays claimed only for an app Marathon confirms
+          Effect.tapBoth({
+            onFailure: () => claim === "new" ? topology.releaseApp(event.appId) : Effect.void,
+            onSuccess: (found) => claim === "new" && found === undefined ? topology.releaseApp(event.appId) : Effect.void
+          })
+        )
         if (app === undefined) {
           yield* Effect.logWarning("app of a running task not found in Marathon").pipe(Effect.annotateLogs({ app: event.appId, task: event.taskId }))
           return
         }
         const name = appName(app.id)
         const existing = yield* consul.kvTree(appKvPrefix(name)).pipe(Effect.catchTag("NotFound", () => Effect.succeed(new Map<string, string>())))
-        const desired = Diff.desiredState([{ id: app.id, labels: app.labels, tasks: [] }], settings.registrationId, topology.directory)
+        const directory = yield* topology.directory
+        const desired = Diff.desiredState([{ id: app.id, labels: app.labels, tasks: [] }], settings.registrationId, directory)
         const plan = Diff.plan(desired, { agents: new Map(), kv: existing }, {
           registrationId: settings.registrationId,
           purge: false,
           fallback: false,
-          directory: topology.directory
+          directory
         })
-        const written = yield* writeKv(plan).pipe(Effect.provideService(Consul, consul))
+        const written = yield* writeKv(plan)
         if (Option.isSome(metrics)) yield* metrics.value.kvWritten(written.keysSet, written.keysDeleted)
         if (written.failures.length > 0) {
           return yield* new ConsulError({ operation: "write labels", reason: "Status", detail: written.failures.map((f) => f.message).join("; ") })
         }
-        rememberLabels(topology, app.id, app.version)
+        yield* topology.rememberLabels(app.id, app.version)
       })
 
     const register = (event: StatusUpdateEvent) =>
       Effect.gen(function*() {
-        if (topology.clashingIds.has(event.appId)) {
-          yield* Effect.logError("app id shares its Consul name with another app: not registered").pipe(
-            Effect.annotateLogs({ app: event.appId, task: event.taskId })
-          )
-          return "skipped" as const
+        const claim = yield* topology.claimApp(event.appId)
+        if (claim === "clash") {
+          return yield* skipped("name_clash", "app id shares its Consul name with another app: not registered", { app: event.appId, task: event.taskId })
         }
-        const agent = topology.directory.resolve(event.host)
-        const wanted = registration(settings.registrationId, event.appId, { id: event.taskId, host: event.host, ports: event.ports })
-        const registeredOn = yield* consul.register(agent, wanted, { fallbackMode: settings.fallback }).pipe(
-          Effect.as(agent),
-          Effect.catchTag("ConsulError", (error) =>
-            settings.fallback && (error.reason === "Transport" || error.reason === "Timeout") && agent !== topology.directory.main
-              ? consul.register(topology.directory.main, wanted, { fallbackMode: true, timeout: settings.fallbackTimeout }).pipe(
-                Effect.as(topology.directory.main),
-                Effect.tap(() => Effect.logWarning("registered on the fallback agent").pipe(Effect.annotateLogs({ service: wanted.ID, agent: topology.directory.main, unreachable: agent })))
-              )
-              : Effect.fail(error)
-          )
+        const agent = yield* lookup.agentOfHost(event.host).pipe(
+          Effect.tapError(() => claim === "new" ? topology.releaseApp(event.appId) : Effect.void)
         )
-        rememberOwned(topology, registeredOn, wanted.ID)
+        if (agent === undefined && !settings.fallback) {
+          if (claim === "new") yield* topology.releaseApp(event.appId)
+          return yield* skipped("unknown_host", "task host is no known Consul agent: not registered", { host: event.host, app: event.appId, task: event.taskId })
+        }
+        const wanted = registration(settings.registrationId, event.appId, { id: event.taskId, host: event.host, ports: event.ports })
+        const main = (yield* topology.directory).main
+        const placed = yield* place({ agent, main }, wanted).pipe(
+          Effect.tapError(() => claim === "new" ? topology.releaseApp(event.appId) : Effect.void)
+        )
+        yield* topology.rememberOwned(placed.agent, wanted.ID)
         yield* ledger.taskStarted(event.taskId, appName(event.appId))
-        yield* refreshLabels(event)
+        yield* refreshLabels(event, claim)
         return "registered" as const
       })
 
@@ -216,30 +240,36 @@ export const makeEventHandler = (settings: EventSettings) =>
      * Only a service carrying our reg-id tag is ever deregistered; absent already is success. One we registered
      * (or the last sync saw as ours) needs no look at its tags first.
      */
-    const deregisterFrom = (agent: string, taskId: string) => {
-      const key = ownedKey(agent, taskId)
-      const ours = topology.owned.has(key)
-        ? Effect.succeed(true)
-        : consul.agentService(agent, taskId).pipe(Effect.map((service) => isOwnedBy(service.Tags, settings.registrationId)))
-      return ours.pipe(
-        Effect.flatMap((isOurs) =>
-          isOurs
-            ? consul.deregister(agent, taskId)
-            : Effect.logWarning("service with a task's id is not ours: left alone").pipe(Effect.annotateLogs({ service: taskId, agent }))
-        ),
-        Effect.catchTag("NotFound", () => Effect.void),
-        Effect.tap(() => Effect.sync(() => topology.owned.delete(key)))
-      )
-    }
+    const deregisterFrom = (agent: string, taskId: string) =>
+      Effect.flatMap(topology.isOwned(agent, taskId), (known) =>
+        (known
+          ? Effect.succeed(true)
+          : consul.agentService(agent, taskId).pipe(Effect.map((service) => isOwnedBy(service.Tags, settings.registrationId)))
+        ).pipe(
+          Effect.flatMap((isOurs) =>
+            isOurs
+              ? consul.deregister(agent, taskId)
+              : Effect.logWarning("service with a task's id is not ours: left alone").pipe(Effect.annotateLogs({ service: taskId, agent }))
+          ),
+          Effect.catchTag("NotFound", () => Effect.void),
+          Effect.zipRight(topology.forgetOwned(agent, taskId))
+        ))
 
+    /**
+     * A task's own service id is its task id, shared with no other app: a kill deregisters it even when the app's
+     * name clashes (leaving a dead task registered would send traffic to it).
+     */
     const deregister = (event: StatusUpdateEvent) =>
       Effect.gen(function*() {
-        const agent = topology.directory.resolve(event.host)
-        const main = topology.directory.main
+        const agent = yield* lookup.agentOfHost(event.host)
+        const main = (yield* topology.directory).main
+        if (agent === undefined && !settings.fallback) {
+          return yield* skipped("unknown_host", "task host is no known Consul agent: not deregistered", { host: event.host, app: event.appId, task: event.taskId })
+        }
         // a fallback registration sits on the main agent: it ends with its task too
-        const agents = settings.fallback && main !== agent ? [agent, main] : [agent]
+        const agents = agent === undefined ? [main] : settings.fallback && main !== agent ? [agent, main] : [agent]
         const results = agents.length === 1
-          ? [yield* Effect.either(deregisterFrom(agent, event.taskId))]
+          ? [yield* Effect.either(deregisterFrom(agents[0]!, event.taskId))]
           : yield* Effect.forEach(agents, (target) => Effect.either(deregisterFrom(target, event.taskId)), { concurrency: 2 })
         yield* ledger.taskEnded(event.taskId, appName(event.appId))
         const [onHost, onMain] = results
@@ -248,7 +278,7 @@ export const makeEventHandler = (settings: EventSettings) =>
           // with --fallback the copy that serves traffic while its agent is down is the main agent's: gone is enough;
           // the task's own agent is cleaned by the next sync once it is back
           if (!(hostDown && onMain !== undefined && Either.isRight(onMain))) return yield* onHost.left
-          yield* Effect.logWarning("task's agent unreachable: deregistered from the fallback agent only").pipe(Effect.annotateLogs({ agent }))
+          yield* Effect.logWarning("task's agent unreachable: deregistered from the fallback agent only").pipe(Effect.annotateLogs({ agent: agents[0]! }))
         }
         if (onMain !== undefined && Either.isLeft(onMain)) return yield* onMain.left
         return "deregistered" as const
@@ -274,6 +304,26 @@ export const makeEventHandler = (settings: EventSettings) =>
 
     return { handle, statusUpdate }
   })
+
+/**
+ * The start-up read: the catalog's agents, and the names Marathon's apps clash on, so that events are checked
+ * before the first pass has run. Neither failing stops the daemon: the catalog is read again for the first
+ * unknown host, and clashes are known from the first pass.
+ */
+const learnDatacenter = (lookup: AgentLookup, marathon: Marathon["Type"], topology: Topology["Type"]) =>
+  Effect.all([
+    lookup.refreshCatalog.pipe(Effect.ignore),
+    marathon.apps.pipe(
+      Effect.flatMap((listing) => {
+        const unreadable = listing.rejected.flatMap((app) => app.id === undefined ? [] : [app.id])
+        const ids = listing.apps.map((app) => app.id)
+        return topology.appsRead(ids, Diff.clashingIdsOf(ids, unreadable))
+      }),
+      Effect.catchAll((error) =>
+        Effect.logWarning("Marathon unreadable at start-up: name clashes are known from the first pass").pipe(Effect.annotateLogs({ error: error.message }))
+      )
+    )
+  ], { concurrency: 2, discard: true })
 
 export type EventHandler = Effect.Effect.Success<ReturnType<typeof makeEventHandler>>
 

@@ -1,10 +1,9 @@
-import { Duration, Effect } from "effect"
-import { agentDirectory } from "../domain/Agents.js"
+import { Clock as EffectClock, Duration, Effect, Either } from "effect"
 import type { AgentDirectory } from "../domain/Agents.js"
 import { maxTxnOperations } from "../domain/ConsulApi.js"
-import type { Registration, TxnOperation } from "../domain/ConsulApi.js"
+import type { TxnOperation } from "../domain/ConsulApi.js"
 import * as Diff from "../domain/Diff.js"
-import type { AppWithTasks, Plan } from "../domain/Diff.js"
+import type { AppWithTasks, Plan, SkippedTask } from "../domain/Diff.js"
 import { describeRefusedOperation, isUnreachable } from "../domain/Errors.js"
 import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
@@ -13,9 +12,11 @@ import { appName, isOwnedBy, kvRoot, parseLabelKey } from "../domain/Naming.js"
 import { Consul } from "../services/Consul.js"
 import { Marathon } from "../services/Marathon.js"
 import * as Clock from "../services/Clock.js"
+import { makeAgentLookup } from "./Catalog.js"
 import { forEachInLanes } from "./Lanes.js"
 import { Ledger } from "./Ledger.js"
-import { ownedKey, rememberOwned, Topology } from "./Topology.js"
+import { makePlacement } from "./Placement.js"
+import { Topology } from "./Topology.js"
 
 export interface SyncSettings {
   readonly registrationId: string
@@ -39,13 +40,6 @@ export interface SyncFailure {
   readonly message: string
 }
 
-/** Something the pass left alone on purpose (a task on a host that is no known agent, …): not a failure, not done. */
-export interface SyncSkip {
-  /** "task web.1" */
-  readonly subject: string
-  readonly reason: string
-}
-
 /**
  * complete: everything planned landed, and nothing was left out. incomplete: the rest landed, but a write failed,
  * an agent or an app could not be read, or something was skipped (a name clash, an unknown host).
@@ -66,9 +60,9 @@ export interface SyncReport {
   readonly keysSet: number
   readonly keysDeleted: number
   readonly clashes: ReadonlyArray<Diff.Clash>
+  /** running tasks not registered because their host is no known Consul agent (no request went to it) */
+  readonly skipped: ReadonlyArray<SkippedTask>
   readonly failures: ReadonlyArray<SyncFailure>
-  /** left alone on purpose; each makes the pass incomplete */
-  readonly skipped: ReadonlyArray<SyncSkip>
   /** KV was read and at least one agent answered */
   readonly consulReached: boolean
   readonly outcome: SyncOutcome
@@ -95,18 +89,19 @@ const readMarathon = (concurrency: number): Effect.Effect<{
 
 const failureOf = (scope: string, error: ConsulError | MarathonError, subject?: string): SyncFailure => ({ scope, subject, message: error.message })
 
-/** Reads Consul: the catalog, every agent that matters, and every key below `consular/`. */
+/**
+ * Reads Consul: the catalog (the agents consular may talk to), every agent that matters, and every key below
+ * `consular/`. Each task host is matched to its agent here (by DNS when the catalog does not name it); a host
+ * that is no known agent is never read.
+ */
 const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: boolean, concurrency: number) =>
   Effect.gen(function*() {
     const consul = yield* Consul
+    const topology = yield* Topology
+    const lookup = yield* makeAgentLookup(consulUrl)
     const failures: Array<SyncFailure> = []
-    const [nodes, kv] = yield* Effect.all([
-      consul.catalogNodes.pipe(
-        Effect.catchAll((error) => Effect.sync(() => {
-          failures.push(failureOf("catalog", error))
-          return []
-        }))
-      ),
+    const [catalog, kv] = yield* Effect.all([
+      Effect.either(lookup.readCatalog),
       consul.kvTree(kvRoot).pipe(
         Effect.catchTag("NotFound", () => Effect.succeed(new Map<string, string>())),
         Effect.catchTag("ConsulError", (error) => Effect.sync(() => {
@@ -115,12 +110,24 @@ const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: bo
         }))
       )
     ], { concurrency: 2 })
-    const directory = agentDirectory(nodes, consulUrl.hostname)
+    if (Either.isLeft(catalog)) {
+      failures.push(failureOf("catalog", catalog.left))
+      yield* Effect.logError("Consul catalog unreadable").pipe(Effect.annotateLogs({ error: catalog.left.message }))
+    }
+    // without this pass's catalog, the last one read (the daemon's), or only the main agent
+    const directory = Either.isRight(catalog) ? catalog.right : yield* topology.directory
+    const hosts = new Set<string>()
+    for (const app of apps) {
+      for (const task of app.tasks) if (isRunning(task)) hosts.add(task.host)
+    }
+    const agentByHost = new Map<string, string | undefined>()
+    yield* Effect.forEach(hosts, (host) =>
+      Effect.map(lookup.agentIn(directory, host), (agent) => {
+        agentByHost.set(host, agent)
+      }), { concurrency: 8, discard: true })
     // without purge only the agents that should hold a task matter, and the main one (fallback copies)
     const agentsToRead = new Set(purge ? directory.all : [directory.main])
-    for (const app of apps) {
-      for (const task of app.tasks) if (isRunning(task)) agentsToRead.add(directory.resolve(task.host))
-    }
+    for (const agent of agentByHost.values()) if (agent !== undefined) agentsToRead.add(agent)
     const states = yield* Effect.forEach(agentsToRead, (agent) =>
       // one try for an agent that is not there: the pass goes on without it, the next pass asks again
       consul.agentServices(agent, { retryUnreachable: false }).pipe(
@@ -132,7 +139,8 @@ const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: bo
         Effect.map((state) => [agent, state] as const)
       ), { concurrency })
     const actual: Diff.Actual = { agents: new Map(states), kv }
-    return { directory, actual, failures }
+    const hostAgents = { agentOf: (host: string) => agentByHost.get(host) }
+    return { directory, catalogRead: Either.isRight(catalog), hostAgents, actual, failures }
   })
 
 /** Drops from the plan what events did after the pass read Marathon (the events are newer truth). */
@@ -176,13 +184,14 @@ export interface KvWritten {
  * The KV part of a plan, in transactions of at most 64 operations; a failed transaction is retried key by key,
  * so one bad key blocks nothing (and a Consul without /v1/txn still gets every write).
  */
-export const writeKv = (
+export type WriteKv = (
   plan: Pick<Plan, "kvSet" | "kvDelete" | "kvDeleteTree">,
   /** asked again just before each batch: a key whose app an event changed meanwhile is left to the event */
-  stillWanted: (key: string) => Effect.Effect<boolean> = () => Effect.succeed(true)
-): Effect.Effect<KvWritten, never, Consul> =>
+  stillWanted?: (key: string) => Effect.Effect<boolean>
+) => Effect.Effect<KvWritten>
+
+export const makeKvWriter: Effect.Effect<WriteKv, never, Consul> = Effect.map(Consul, (consul): WriteKv => (plan, stillWanted = () => Effect.succeed(true)) =>
   Effect.gen(function*() {
-    const consul = yield* Consul
     const written: KvWritten = { keysSet: 0, keysDeleted: 0, failures: [] }
     const operations: Array<TxnOperation> = [
       ...plan.kvSet.map(({ key, value }): TxnOperation => ({ KV: { Verb: "set", Key: key, Value: Buffer.from(value, "utf8").toString("base64") } })),
@@ -225,13 +234,15 @@ export const writeKv = (
           ))
     yield* Effect.forEach(chunk(operations, maxTxnOperations), batch, { concurrency: 4, discard: true })
     return written
-  })
+  }))
 
 const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, settings: SyncSettings, concurrency: number, mark: number) =>
   Effect.gen(function*() {
     const consul = yield* Consul
     const ledger = yield* Ledger
     const topology = yield* Topology
+    const place = yield* makePlacement(settings)
+    const writeKv = yield* makeKvWriter
     /**
      * A task's write happens under the lock events take for it, and not at all when an event changed the task
      * since this pass read Marathon: the event is newer truth (a kill landing mid-pass stays a kill).
@@ -245,28 +256,17 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
     const unreachable = new Set<string>()
     for (const [agent, state] of actual.agents) if (state._tag === "Unreadable" && state.unreachable) unreachable.add(agent)
 
-    const fallbackRegister = (registration: Registration) =>
-      consul.register(directory.main, registration, { fallbackMode: true, timeout: settings.fallbackTimeout }).pipe(
-        Effect.tap(() => Effect.sync(() => {
-          applied.fallbackRegistered++
-        })),
-        Effect.tap(() => Effect.logWarning("registered on the fallback agent").pipe(Effect.annotateLogs({ service: registration.ID, agent: directory.main }))),
-        Effect.catchAll(fail(`agent ${directory.main} (fallback)`, registration.ID))
-      )
-
-    const register = ({ agent, registration }: Diff.DesiredService) => unlessNewerEvent(registration.ID, Effect.suspend(() => {
-      if (unreachable.has(agent)) {
-        // known down in this pass: straight to the fallback, or wait for the agent (reported once, when read)
-        return settings.fallback && agent !== directory.main ? fallbackRegister(registration) : Effect.void
-      }
-      return consul.register(agent, registration, { fallbackMode: settings.fallback }).pipe(
-        Effect.tap(() => Effect.sync(() => {
-          applied.registered++
+    const register = ({ agent, registration, fallback }: Diff.DesiredService) => unlessNewerEvent(registration.ID, Effect.suspend(() => {
+      const down = unreachable.has(agent)
+      // known down in this pass: straight to the fallback, or wait for the agent (reported once, when read)
+      if (down && !(settings.fallback && agent !== directory.main)) return Effect.void
+      return place({ agent: fallback === true ? undefined : agent, main: directory.main, down }, registration).pipe(
+        Effect.flatMap((placed) => Effect.sync(() => {
+          if (placed.fallback) applied.fallbackRegistered++
+          else applied.registered++
         })),
         Effect.catchAll((error) =>
-          settings.fallback && isUnreachable(error) && agent !== directory.main
-            ? fallbackRegister(registration)
-            : fail(`agent ${agent}`, registration.ID)(error)
+          fail(fallback === true || (error.agent === directory.main && agent !== directory.main) ? `agent ${directory.main} (fallback)` : `agent ${agent}`, registration.ID)(error)
         )
       )
     }))
@@ -311,20 +311,25 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
   const startedAt = yield* Clock.now
   return yield* Effect.gen(function*() {
     const { apps, rejected } = yield* readMarathon(concurrency)
-    // an app without a usable id cannot be told from a gone one: no purge in this pass
-    const purge = settings.purge && rejected.every((app) => app.id !== undefined)
-    const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, purge, concurrency)
-    const skipped: Array<SyncSkip> = []
+    const { directory, catalogRead, hostAgents, actual, failures } = yield* readConsul(apps, settings.consulUrl, settings.purge, concurrency)
+    // an app without a usable id cannot be told from a gone one, nor a task host from no agent without the
+    // catalog: no purge in this pass
+    const purge = settings.purge && catalogRead && rejected.every((app) => app.id !== undefined)
     for (const app of rejected) {
       failures.push({ scope: "marathon", message: `app ${app.id ?? "(no id)"} skipped, unreadable: ${app.problem}` })
       yield* Effect.logError("app Marathon listed cannot be read: skipped").pipe(Effect.annotateLogs({ app: app.id ?? "(no id)", problem: app.problem }))
     }
-    const desired = Diff.desiredState(apps, settings.registrationId, directory, rejected.flatMap((app) => app.id === undefined ? [] : [app.id]))
+    const desired = Diff.desiredState(apps, settings.registrationId, hostAgents, {
+      unreadableIds: rejected.flatMap((app) => app.id === undefined ? [] : [app.id]),
+      // the fallback takes what is certainly no agent, never what an unreadable catalog could not tell
+      fallbackAgent: settings.fallback && catalogRead ? directory.main : undefined
+    })
     for (const clash of desired.clashes) {
       yield* Effect.logError("app ids share one Consul name: skipped").pipe(
         Effect.annotateLogs({ name: clash.name, ids: clash.ids.join(", ") })
       )
     }
+    yield* logSkipped(desired.skipped)
     const computed = Diff.plan(desired, actual, {
       registrationId: settings.registrationId,
       purge,
@@ -333,36 +338,42 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     })
     const plan = withoutNewerEvents(computed, yield* ledger.since(mark))
     // with not one Consul read answered (Consul down, or a token it does not know) the plan is a guess: write nothing
-    const consulRead = actual.kv !== undefined || !failures.some((failure) => failure.scope === "catalog") ||
-      [...actual.agents.values()].some((state) => state._tag === "Read")
+    const consulRead = actual.kv !== undefined || catalogRead || [...actual.agents.values()].some((state) => state._tag === "Read")
     const writes = settings.dryRun !== true && consulRead
     const applied: Applied = writes
       ? yield* applyPlan(plan, actual, directory, settings, concurrency, mark)
       : { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
     if (writes) {
-      topology.directory = directory
-      topology.clashingIds = desired.clashingIds
-      topology.labelVersions.clear()
       // ours as the pass saw them, less what it removed, plus what it registered
-      topology.owned.clear()
+      const owned = new Map<string, readonly [agent: string, serviceId: string]>()
+      const own = (agent: string, serviceId: string) => owned.set(`${agent} ${serviceId}`, [agent, serviceId])
       for (const [agent, state] of actual.agents) {
         if (state._tag !== "Read") continue
         for (const [id, service] of state.services) {
-          if (isOwnedBy(service.Tags, settings.registrationId)) rememberOwned(topology, agent, id)
+          if (isOwnedBy(service.Tags, settings.registrationId)) own(agent, id)
         }
       }
-      for (const { agent, serviceId } of plan.deregister) topology.owned.delete(ownedKey(agent, serviceId))
-      for (const { agent, registration } of plan.register) rememberOwned(topology, agent, registration.ID)
+      for (const { agent, serviceId } of plan.deregister) owned.delete(`${agent} ${serviceId}`)
+      for (const { agent, registration } of plan.register) own(agent, registration.ID)
       // labels are known to be in KV only when KV was read and every write landed
+      const labelVersions: Array<readonly [string, string]> = []
       if (actual.kv !== undefined && !applied.failures.some((failure) => failure.scope === "kv")) {
         const touched = (yield* ledger.since(mark)).apps
         for (const app of apps) {
           // an app an event refreshed meanwhile may have newer labels than this pass read: let the next event look
           if (app.version !== undefined && !desired.clashingIds.has(app.id) && !touched.has(appName(app.id))) {
-            topology.labelVersions.set(app.id, app.version)
+            labelVersions.push([app.id, app.version])
           }
         }
       }
+      yield* topology.passApplied({
+        directory: catalogRead ? directory : undefined,
+        at: yield* EffectClock.currentTimeMillis,
+        appIds: apps.map((app) => app.id),
+        clashingIds: desired.clashingIds,
+        owned: owned.values(),
+        labelVersions
+      })
     }
     const report: SyncReport = {
       startedAt,
@@ -376,12 +387,12 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       keysSet: applied.keysSet,
       keysDeleted: applied.keysDeleted,
       clashes: desired.clashes,
+      skipped: desired.skipped,
       failures: [...failures, ...applied.failures],
-      skipped,
       consulReached: actual.kv !== undefined && [...actual.agents.values()].some((state) => state._tag === "Read"),
       outcome: !consulRead
         ? "unread"
-        : failures.length + applied.failures.length + desired.clashes.length + skipped.length === 0
+        : failures.length + applied.failures.length + desired.clashes.length + desired.skipped.length === 0
         ? "complete"
         : "incomplete"
     }
@@ -392,8 +403,8 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       deregistered: report.deregistered,
       keysSet: report.keysSet,
       keysDeleted: report.keysDeleted,
-      failures: report.failures.length,
       skipped: report.skipped.length,
+      failures: report.failures.length,
       outcome: report.outcome
     }))
     for (const failure of report.failures) {
@@ -402,6 +413,17 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     return report
   }).pipe(Effect.ensuring(ledger.endPass))
 })
+
+/** One warning per host that is no known agent (not per task: an unreadable catalog would make thousands). */
+const logSkipped = (skipped: ReadonlyArray<SkippedTask>) => {
+  const byHost = new Map<string, number>()
+  for (const task of skipped) byHost.set(task.host, (byHost.get(task.host) ?? 0) + 1)
+  return Effect.forEach(byHost, ([host, tasks]) =>
+    Effect.logWarning("task host is no known Consul agent: its tasks skipped").pipe(Effect.annotateLogs({ host, tasks })), { discard: true })
+}
+
+/** skipped tasks listed one per line up to this many, then counted */
+const maxSkippedLines = 20
 
 /** The summary `consular sync` prints on stdout: the counts, and whether everything landed. */
 export const summaryLines = (report: SyncReport): ReadonlyArray<string> => [
@@ -430,7 +452,8 @@ const outcomeLine = (report: SyncReport): string => {
 /** What did not land or was left out, one line each (`consular sync` prints them on stderr). */
 export const problemLines = (report: SyncReport): ReadonlyArray<string> => [
   ...report.clashes.map((clash) => `name clash: ${clash.name} <- ${clash.ids.join(", ")} (skipped)`),
-  ...report.skipped.map((skip) => `skipped: ${skip.subject}: ${skip.reason}`),
+  ...report.skipped.slice(0, maxSkippedLines).map((task) => `skipped: task ${task.taskId} of ${task.appId}: host ${task.host} is no known Consul agent`),
+  ...(report.skipped.length > maxSkippedLines ? [`skipped: ${report.skipped.length - maxSkippedLines} more tasks on hosts that are no known Consul agent`] : []),
   ...report.failures.map((failure) => `error: ${failure.scope}: ${failure.subject === undefined ? "" : `${failure.subject}: `}${failure.message}`)
 ]
 

@@ -11,6 +11,8 @@ import { KnownEventType, TaskState } from "../domain/MarathonApi.js"
 
 export type Upstream = "consul" | "marathon"
 export type EventSource = "callback" | "sse"
+/** why an event was answered "skipped": its host is no known Consul agent, or its app's name clashes */
+export type SkipReason = "unknown_host" | "name_clash"
 
 /**
  * The counts of a sync pass that metrics need. `SyncReport` (programs/Sync.ts) has this shape; it is restated
@@ -26,6 +28,8 @@ export interface SyncCounts {
   readonly failures: ReadonlyArray<{ readonly scope: string }>
   /** Consul was there: KV read and at least one agent read (a pass without that synced nothing) */
   readonly consulReached: boolean
+  /** running tasks the pass left out: their host is no known Consul agent */
+  readonly skipped?: ReadonlyArray<unknown> | undefined
 }
 
 export interface MetricsService {
@@ -50,6 +54,8 @@ export interface MetricsService {
    * `taskState` is a status update's state (an unknown one: "unknown"), undefined (counted as "") otherwise.
    */
   readonly event: (eventType: string, taskState: string | undefined, seconds: number) => Effect.Effect<void>
+  /** An event answered "skipped" (nothing sent to Consul); no host label, so unknown hosts add no series. */
+  readonly eventSkipped: (reason: SkipReason) => Effect.Effect<void>
   /** Sets the gauge of `source` to 1 or 0. */
   readonly eventSourceConnected: (source: EventSource, connected: boolean) => Effect.Effect<void>
   readonly eventSourceReconnected: (source: EventSource) => Effect.Effect<void>
@@ -118,6 +124,17 @@ export const makeMetrics = (): MetricsService => {
     buckets: eventBuckets,
     registers
   })
+  const eventsSkipped = new Counter({
+    name: "consular_events_skipped_total",
+    help: "Events answered \"skipped\" without a Consul write: the task host is no known Consul agent (unknown_host), or the app's Consul name clashes (name_clash)",
+    labelNames: ["reason"],
+    registers
+  })
+  const syncSkipped = new Gauge({
+    name: "consular_sync_skipped_tasks",
+    help: "Running tasks the last completed sync pass left out because their host is no known Consul agent",
+    registers
+  })
   const sourceConnected = new Gauge({
     name: "consular_event_source_connected",
     help: "1 while the event source (callback subscription or SSE stream) is connected",
@@ -135,6 +152,8 @@ export const makeMetrics = (): MetricsService => {
   syncPasses.inc({ outcome: "ok" }, 0)
   syncPasses.inc({ outcome: "failed" }, 0)
   lastSuccess.set(0)
+  syncSkipped.set(0)
+  for (const reason of ["unknown_host", "name_clash"] as const) eventsSkipped.inc({ reason }, 0)
   for (const source of ["callback", "sse"] as const) {
     sourceConnected.set({ source }, 0)
     sourceReconnects.inc({ source }, 0)
@@ -161,6 +180,7 @@ export const makeMetrics = (): MetricsService => {
       syncPasses.inc({ outcome: "ok" })
       syncDuration.observe(seconds)
       lastSuccess.set(now / 1000)
+      syncSkipped.set(report.skipped?.length ?? 0)
       yield* addReport(report)
     })
 
@@ -192,6 +212,7 @@ export const makeMetrics = (): MetricsService => {
     upstreamFailure,
     upstreamError,
     event,
+    eventSkipped: (reason) => Effect.sync(() => eventsSkipped.inc({ reason })),
     eventSourceConnected: (source, connected) => Effect.sync(() => sourceConnected.set({ source }, connected ? 1 : 0)),
     eventSourceReconnected: (source) => Effect.sync(() => sourceReconnects.inc({ source })),
     // registry.metrics() only rejects when a collector throws, which would be a bug: a defect, not an error

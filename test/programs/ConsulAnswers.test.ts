@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import { writeKv } from "../../src/programs/Sync.js"
+import { makeKvWriter } from "../../src/programs/Sync.js"
 import { Consul, makeConsulMemory } from "../../src/services/Consul.js"
 import { ConsulStore as Store } from "../../src/services/ConsulStore.js"
 import type { ConsulOperation, ConsulStore, ConsulVersion } from "../../src/services/ConsulStore.js"
@@ -64,7 +64,8 @@ describe("the KV writer reads a rolled-back transaction per operation", () => {
         kvDelete: ["consular/db/old"],
         kvDeleteTree: []
       }
-      const written = yield* writeKv(plan).pipe(Effect.provide(Layer.succeed(Consul, makeConsulMemory(store, { token: "web-kv", retries: 0 }))))
+      const writeKv = yield* makeKvWriter.pipe(Effect.provide(Layer.succeed(Consul, makeConsulMemory(store, { token: "web-kv", retries: 0 }))))
+      const written = yield* writeKv(plan)
       expect(written.keysSet).toBe(2)
       expect(written.failures).toEqual([
         { scope: "kv", message: "consul txn: consular/api/a refused (409, operation #1): Permission denied" },

@@ -9,6 +9,7 @@ import { subscribeForever } from "../../src/programs/EventSource.js"
 import type { DaemonSettings } from "../../src/programs/Daemon.js"
 import { LedgerLive } from "../../src/programs/Ledger.js"
 import { TopologyLive } from "../../src/programs/Topology.js"
+import { HostResolverMemory } from "../../src/services/HostResolver.js"
 
 const consulUrl = new URL("http://127.0.0.1:8500")
 
@@ -38,6 +39,7 @@ const memory = () => {
     Layer.succeed(Marathon, makeMarathonMemory(marathon, { retries: 0 })),
     LedgerLive,
     TopologyLive(consulUrl),
+    HostResolverMemory(),
     daemonObservability(settings())
   )
   return { consul, marathon, layer }

@@ -7,6 +7,7 @@ import { MarathonStore } from "../../src/services/MarathonStore.js"
 import { decodeEvent, makeEventHandler } from "../../src/programs/Events.js"
 import { LedgerLive } from "../../src/programs/Ledger.js"
 import { TopologyLive } from "../../src/programs/Topology.js"
+import { HostResolverMemory } from "../../src/services/HostResolver.js"
 import { KnownEventType } from "../../src/domain/MarathonApi.js"
 import { syncOnce } from "../../src/programs/Sync.js"
 import { makeDatacenter } from "../support/Datacenter.js"
@@ -25,9 +26,9 @@ const oneRunningTask = () => {
 }
 
 const raceContext = (consul: Consul["Type"], marathon: Marathon["Type"]) =>
-  Layer.mergeAll(Layer.succeed(Consul, consul), Layer.succeed(Marathon, marathon), LedgerLive, TopologyLive(new URL("http://127.0.0.1:8500")))
+  Layer.mergeAll(Layer.succeed(Consul, consul), Layer.succeed(Marathon, marathon), LedgerLive, TopologyLive(new URL("http://127.0.0.1:8500")), HostResolverMemory())
 
-const raceSettings = { registrationId: "consular", fallback: false, fallbackTimeout: "1 second", maxEventBytes: 1000 } as const
+const raceSettings = { registrationId: "consular", consulUrl: new URL("http://127.0.0.1:8500"), fallback: false, fallbackTimeout: "1 second", maxEventBytes: 1000 } as const
 const killWeb1 = () =>
   Either.getOrThrow(decodeEvent(JSON.stringify(statusUpdate({ taskId: "web.1", taskStatus: "TASK_KILLED", appId: "/web", host: "127.0.0.2" }))))
 
@@ -226,13 +227,19 @@ describe("POST /events through the daemon's HTTP server", () => {
       const marathonRead = yield* Deferred.make<void>()
       const killApplied = yield* Deferred.make<void>()
       const memory = makeMarathonMemory(marathon)
-      // the pass reads Marathon, then waits until the kill event has been handled
+      let passUnderWay = false
+      // the pass reads Marathon, then waits until the kill event has been handled (the handler's start-up read does not)
       const slowMarathon = Marathon.of({
         ...memory,
-        apps: memory.apps.pipe(Effect.tap(() => Deferred.succeed(marathonRead, undefined)), Effect.zipLeft(Deferred.await(killApplied)))
+        apps: Effect.suspend(() =>
+          passUnderWay
+            ? memory.apps.pipe(Effect.tap(() => Deferred.succeed(marathonRead, undefined)), Effect.zipLeft(Deferred.await(killApplied)))
+            : memory.apps
+        )
       })
       yield* Effect.gen(function*() {
         const handler = yield* makeEventHandler(raceSettings)
+        passUnderWay = true
         const pass = yield* Effect.fork(syncOnce({ ...raceSettings, purge: true, consulUrl: new URL("http://127.0.0.1:8500") }))
         yield* Deferred.await(marathonRead)
         marathon.endTask("/web", "web.1", "TASK_KILLED", false)

@@ -12,6 +12,7 @@ import { decodeEvent, makeEventHandler } from "../../src/programs/Events.js"
 import type { DecodedEvent } from "../../src/programs/Events.js"
 import { LedgerLive } from "../../src/programs/Ledger.js"
 import { TopologyLive } from "../../src/programs/Topology.js"
+import { HostResolverMemory } from "../../src/services/HostResolver.js"
 import { makeDatacenter, syncPass } from "../support/Datacenter.js"
 import { serveDaemon, statusUpdate } from "../support/Daemon.js"
 import type { Answer } from "../support/Daemon.js"
@@ -99,11 +100,12 @@ describe("an upstream failure while handling a valid event is a 502 naming the u
       }))
   }
 
-  it.scopedLive("a task host with no Consul agent at all (connection refused): 502 consul", () =>
+  it.scopedLive("a catalog node with no Consul agent listening (connection refused): 502 consul", () =>
     Effect.gen(function*() {
       const dc = yield* makeDatacenter({ timeout: 200 })
+      // the catalog lists 127.0.0.4, but nothing listens there: the connection is refused by the kernel
+      dc.consul.addAgent("127.0.0.4")
       const daemon = yield* serveDaemon(dc)
-      // nothing listens on 127.0.0.4: the connection is refused by the kernel
       const answer = yield* daemon.post(event("web.4", "TASK_RUNNING", "127.0.0.4"))
       expectUpstreamFailure(answer, "consul", "127.0.0.4")
     }))
@@ -393,7 +395,7 @@ describe("nothing lost: what Consul failed for an event, the next sync repairs",
 })
 
 describe("events for one task are applied in arrival order", () => {
-  const settings = { registrationId: "consular", fallback: false, fallbackTimeout: "1 second", maxEventBytes: 1 << 20 } as const
+  const settings = { registrationId: "consular", consulUrl: new URL("http://127.0.0.1:8500"), fallback: false, fallbackTimeout: "1 second", maxEventBytes: 1 << 20 } as const
   const decoded = (taskId: string, taskStatus: string): DecodedEvent => {
     const result = decodeEvent(JSON.stringify(event(taskId, taskStatus)))
     if (Either.isLeft(result)) throw new Error(result.left.message)
@@ -445,7 +447,8 @@ describe("events for one task are applied in arrival order", () => {
         Layer.succeed(Consul, consul),
         Layer.succeed(Marathon, makeMarathonMemory(marathon)),
         LedgerLive,
-        TopologyLive(new URL("http://127.0.0.1:8500"))
+        TopologyLive(new URL("http://127.0.0.1:8500")),
+        HostResolverMemory()
       )
       yield* Effect.gen(function*() {
         const handler = yield* makeEventHandler(settings)

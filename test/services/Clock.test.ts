@@ -8,6 +8,7 @@ import { MarathonStore } from "../../src/services/MarathonStore.js"
 import { LedgerLive } from "../../src/programs/Ledger.js"
 import { syncOnce } from "../../src/programs/Sync.js"
 import { TopologyLive } from "../../src/programs/Topology.js"
+import { HostResolverMemory } from "../../src/services/HostResolver.js"
 
 describe("Clock", () => {
   it.effect("ClockMemory stands still until advanced, and programs read it", () =>
@@ -24,7 +25,8 @@ describe("Clock", () => {
         Layer.succeed(Consul, makeConsulMemory(consul)),
         Layer.succeed(Marathon, makeMarathonMemory(new MarathonStore())),
         LedgerLive,
-        TopologyLive(new URL("http://127.0.0.1:8500"))
+        TopologyLive(new URL("http://127.0.0.1:8500")),
+        HostResolverMemory()
       )
       const report = yield* syncOnce({ registrationId: "consular", purge: false, fallback: false, fallbackTimeout: "1 second", consulUrl: new URL("http://127.0.0.1:8500") }).pipe(
         Effect.provide(Layer.merge(services, clock.layer))

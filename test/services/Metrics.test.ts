@@ -22,13 +22,15 @@ const ours = {
   consular_events_total: "counter",
   consular_event_duration_seconds: "histogram",
   consular_event_source_connected: "gauge",
-  consular_event_source_reconnects_total: "counter"
+  consular_event_source_reconnects_total: "counter",
+  consular_events_skipped_total: "counter",
+  consular_sync_skipped_tasks: "gauge"
 } as const
 
 const emptyReport: SyncCounts = { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [], consulReached: true }
 
 describe("Metrics", () => {
-  it.effect("exposes our twelve metrics, each with HELP and TYPE, and the process metrics, in Prometheus text", () =>
+  it.effect("exposes our fourteen metrics, each with HELP and TYPE, and the process metrics, in Prometheus text", () =>
     Effect.gen(function*() {
       const { contentType, exposition } = yield* scrape
       expect(contentType).toBe("text/plain; version=0.0.4; charset=utf-8")
@@ -44,6 +46,24 @@ describe("Metrics", () => {
       expect(exposition.types.get("nodejs_heap_size_total_bytes")).toBe("gauge")
       expect(exposition.types.get("nodejs_eventloop_lag_seconds")).toBe("gauge")
       expect(exposition.value("process_start_time_seconds")).toBeGreaterThan(0)
+    }).pipe(Effect.provide(MetricsLive)))
+
+  it.effect("skipped events are counted by reason only (no host label), and a pass's skipped tasks are a gauge", () =>
+    Effect.gen(function*() {
+      const metrics = yield* Metrics
+      expect((yield* scrape).exposition.value("consular_events_skipped_total", { reason: "unknown_host" })).toBe(0)
+      expect((yield* scrape).exposition.value("consular_events_skipped_total", { reason: "name_clash" })).toBe(0)
+      yield* metrics.eventSkipped("unknown_host")
+      yield* metrics.eventSkipped("unknown_host")
+      yield* metrics.eventSkipped("name_clash")
+      yield* metrics.syncSucceeded({ ...emptyReport, skipped: [{}, {}, {}] }, 1)
+      const { exposition } = yield* scrape
+      expect(exposition.series("consular_events_skipped_total")).toHaveLength(2)
+      expect(exposition.value("consular_events_skipped_total", { reason: "unknown_host" })).toBe(2)
+      expect(exposition.value("consular_events_skipped_total", { reason: "name_clash" })).toBe(1)
+      expect(exposition.value("consular_sync_skipped_tasks")).toBe(3)
+      yield* metrics.syncSucceeded(emptyReport, 1)
+      expect((yield* scrape).exposition.value("consular_sync_skipped_tasks")).toBe(0)
     }).pipe(Effect.provide(MetricsLive)))
 
   it.effect("before anything happens: the series alerts rely on exist at zero, and no event series exist", () =>

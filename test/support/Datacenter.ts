@@ -5,6 +5,8 @@ import { ConsulLive } from "../../src/services/Consul.js"
 import { ConsulStore } from "../../src/services/ConsulStore.js"
 import { MarathonLive } from "../../src/services/Marathon.js"
 import { MarathonStore } from "../../src/services/MarathonStore.js"
+import { HostResolverMemory, HostTable } from "../../src/services/HostResolver.js"
+import type { HostResolver } from "../../src/services/HostResolver.js"
 import { LedgerLive } from "../../src/programs/Ledger.js"
 import { TopologyLive } from "../../src/programs/Topology.js"
 import { syncOnce } from "../../src/programs/Sync.js"
@@ -20,7 +22,9 @@ export interface Datacenter {
   readonly marathon: MarathonStore
   readonly consulUrl: URL
   readonly marathonUrl: URL
-  readonly services: Layer.Layer<import("../../src/services/Consul.js").Consul | import("../../src/services/Marathon.js").Marathon | import("../../src/programs/Ledger.js").Ledger | import("../../src/programs/Topology.js").Topology>
+  /** names the in-memory resolver knows: tests seed it (no test asks the network's DNS) */
+  readonly hosts: HostTable
+  readonly services: Layer.Layer<import("../../src/services/Consul.js").Consul | import("../../src/services/Marathon.js").Marathon | import("../../src/programs/Ledger.js").Ledger | import("../../src/programs/Topology.js").Topology | HostResolver>
 }
 
 export const agents = ["127.0.0.1", "127.0.0.2", "127.0.0.3"] as const
@@ -46,6 +50,7 @@ export const makeDatacenter = (options: DatacenterOptions = {}) =>
     const consulUrl = new URL(consulServer.url("127.0.0.1"))
     const marathonUrl = new URL(marathonServer.url)
     const timeout = `${options.timeout ?? 500} millis` as const
+    const hosts = new HostTable()
     // built once, so that every program in a test shares one ledger and topology, as in the daemon
     const built = yield* Layer.build(Layer.mergeAll(
       ConsulLive({
@@ -59,10 +64,11 @@ export const makeDatacenter = (options: DatacenterOptions = {}) =>
       }),
       MarathonLive({ url: marathonUrl, timeout, retries: 2, retryBase: "5 millis", tls: options.tls === undefined ? undefined : { ca: options.tls.ca } }),
       LedgerLive,
-      TopologyLive(consulUrl)
+      TopologyLive(consulUrl),
+      HostResolverMemory(hosts)
     ))
     const services = Layer.succeedContext(built)
-    return { consul, marathon, consulUrl, marathonUrl, services } satisfies Datacenter
+    return { consul, marathon, consulUrl, marathonUrl, hosts, services } satisfies Datacenter
   })
 
 /** One sync pass against the datacenter, with the original's defaults unless overridden. */
