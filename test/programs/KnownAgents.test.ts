@@ -9,7 +9,7 @@ import { ConsulStore } from "../../src/services/ConsulStore.js"
 import { HostResolverMemory, HostTable } from "../../src/services/HostResolver.js"
 import { Marathon, makeMarathonMemory } from "../../src/services/Marathon.js"
 import { MarathonStore } from "../../src/services/MarathonStore.js"
-import { summaryLines } from "../../src/programs/Sync.js"
+import { problemLines } from "../../src/programs/Sync.js"
 import { makeDatacenter, syncPass } from "../support/Datacenter.js"
 import type { Datacenter } from "../support/Datacenter.js"
 import { serveDaemon, statusUpdate } from "../support/Daemon.js"
@@ -245,7 +245,7 @@ describe("the sync pass", () => {
         { taskId: "web.u", appId: "/web", host: "unknown" }
       ])
       expect(report.registered).toBe(1)
-      expect(summaryLines(report).join("\n")).toContain("skipped: task web.5 of /web: host 127.0.0.5 is no known Consul agent")
+      expect(problemLines(report).join("\n")).toContain("skipped: task web.5 of /web: host 127.0.0.5 is no known Consul agent")
     }))
 
   it.scopedLive("with --fallback puts them on the main agent once, and a purging pass keeps them there", () =>
