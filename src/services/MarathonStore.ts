@@ -44,6 +44,12 @@ export class MarathonStore {
   /** faults that apply to the next requests only, in order, before `fault` */
   readonly faultQueue: Array<MarathonFault> = []
   callbacks: CallbackSupport = "enabled"
+  /**
+   * What this Marathon answers on a route it does not have (`/v2/eventSubscriptions` once callbacks are
+   * "removed"): 404 `URI not found: <path>` up to 1.6 (Jersey 1); 500 `URI not found` from 1.6.486 to 1.10, where
+   * Jersey 2's NotFoundException meets Marathon's catch-all exception mapper (MarathonExceptionMapper).
+   */
+  unknownRouteStatus: 404 | 500 = 404
   /** answer 404 on /v2/apps/<id>/tasks for an app with no tasks (Marathon #3881) */
   tasksNotFoundWhenEmpty = false
   /** what `/v2/leader` answers ("host:port"); undefined: the Marathon that was asked */
