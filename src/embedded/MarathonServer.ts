@@ -103,11 +103,12 @@ const sseFrame = (event: MarathonEvent): string =>
   `event: ${event.eventType}\r\n${JSON.stringify(event).split("\n").map((line) => `data: ${line}\r\n`).join("")}\r\n`
 
 /** Jetty reads each `Accept` header line as one value: `text/event-stream` must be one of them, exactly. */
-const acceptsEventStream = (rawHeaders: ReadonlyArray<string>): boolean => {
+const acceptLines = (rawHeaders: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const lines: Array<string> = []
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    if (rawHeaders[i]!.toLowerCase() === "accept" && rawHeaders[i + 1] === "text/event-stream") return true
+    if (rawHeaders[i]!.toLowerCase() === "accept") lines.push(rawHeaders[i + 1]!)
   }
-  return false
+  return lines
 }
 
 /**
@@ -230,7 +231,10 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
    */
   const events = admitted("events", (request) => {
     const incoming = NodeHttpServerRequest.toIncomingMessage(request)
-    if (!acceptsEventStream(incoming.rawHeaders)) {
+    const accept = acceptLines(incoming.rawHeaders)
+    store.streamRequests.push({ accept, eventTypes: requestTarget(request).query.getAll("event_type") })
+    if (store.streamRequests.length > 100) store.streamRequests.shift()
+    if (!accept.includes("text/event-stream")) {
       return Effect.succeed(servletRefusal(request, incoming.httpVersion === "1.0" ? 400 : 405, "HTTP method GET is not supported by this URL"))
     }
     const wanted = new Set(requestTarget(request).query.getAll("event_type"))

@@ -58,6 +58,8 @@ export class MarathonStore {
   embedTasks = true
   requests = 0
   readonly requestLog: Array<MarathonOperation> = []
+  /** each `GET /v2/events` as the server saw it: its Accept header lines and event_type filters (the last 100) */
+  readonly streamRequests: Array<{ readonly accept: ReadonlyArray<string>; readonly eventTypes: ReadonlyArray<string> }> = []
   private readonly listeners = new Set<(event: MarathonEvent) => void>()
   private clock = 0
 
