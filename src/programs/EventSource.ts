@@ -107,14 +107,18 @@ const detect = Effect.gen(function*() {
   )
 })
 
+/** The stream's own attach/detach notices: not events about tasks, not counted as such */
+const streamBookkeeping: ReadonlySet<string> = new Set(["event_stream_attached", "event_stream_detached"])
+
 const handleStreamEvent = (hooks: EventSourceHooks) => (frame: MarathonStreamEvent) =>
   Effect.gen(function*() {
-    if (frame.type === "event_stream_attached" || frame.type === "event_stream_detached") return
+    // the type is the data's: old Marathons write `data:` lines only, without an `event:` name
     const decoded = decodeEvent(frame.data)
     if (Either.isLeft(decoded)) {
       yield* Effect.logWarning("event from the stream refused").pipe(Effect.annotateLogs({ type: frame.type, error: decoded.left.message }))
       return
     }
+    if (decoded.right._tag === "Other" && streamBookkeeping.has(decoded.right.eventType)) return
     yield* hooks.handler.handle(decoded.right).pipe(
       Effect.catchAll((error) =>
         // the next sync repairs what an upstream failure left undone
