@@ -55,6 +55,10 @@ const describeValue = (value: unknown): string => {
 
 const maxIssues = 5
 
+/** A value from the request, as it may appear in an answer or a log: at most 100 characters, the cut said. */
+const quoteCut = (value: string): string =>
+  value.length <= 100 ? value : `${value.slice(0, 100)}… (${value.length} characters)`
+
 /** The problems of a decode, one per field, each "path: what is wrong"; short whatever the input. */
 const describeParseError = (error: ParseResult.ParseError): string => {
   const found: Array<string> = []
@@ -118,7 +122,7 @@ export const decodeEvent = (text: string): Either.Either<DecodedEvent, InvalidEv
   if (eventType !== "status_update_event") {
     return isKnownEventType(eventType)
       ? Either.right({ _tag: "Other", eventType })
-      : Either.left(new InvalidEvent({ problem: `Event type ${eventType} not supported.`, detail: "unknown eventType" }))
+      : Either.left(new InvalidEvent({ problem: `Event type ${quoteCut(eventType)} not supported.`, detail: "unknown eventType" }))
   }
   return decodeStatusUpdate(json).pipe(
     Either.mapBoth({

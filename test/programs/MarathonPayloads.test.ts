@@ -8,7 +8,10 @@ import { runEventSource } from "../../src/programs/EventSource.js"
 import type { EventSourceHooks } from "../../src/programs/EventSource.js"
 import { Marathon, MarathonLive } from "../../src/services/Marathon.js"
 import { otherEvents, statusUpdate, statusUpdates } from "../fixtures/marathon/Events.js"
-import { serveDaemon } from "../support/Daemon.js"
+import { listen } from "../../src/embedded/Listen.js"
+import { daemonApp } from "../../src/programs/Daemon.js"
+import { LoggedLines, LoggerMemory } from "../../src/services/Logger.js"
+import { daemonSettings, sendEvent, serveDaemon } from "../support/Daemon.js"
 import { makeDatacenter } from "../support/Datacenter.js"
 import { eventually } from "../support/Process.js"
 
@@ -107,4 +110,24 @@ describe("the event stream reads every framing real Marathons write", () => {
         yield* Fiber.interrupt(source)
       }))
   }
+})
+
+describe("an unknown eventType", () => {
+  it.scopedLive("is quoted cut to 100 characters in the 400 and in the log, however long it is", () =>
+    Effect.gen(function*() {
+      const lines = yield* LoggedLines
+      const dc = yield* makeDatacenter()
+      const app = yield* daemonApp(daemonSettings(dc)).pipe(Effect.provide(dc.services))
+      const port = yield* listen(app, { address: "127.0.0.1", port: 0 })
+      const huge = "z".repeat(900_000)
+      const answer = yield* sendEvent(`http://127.0.0.1:${port}`, JSON.stringify({ eventType: huge }), { "content-type": "application/json" })
+      expect(answer.status).toBe(400)
+      expect(answer.json).toEqual({ error: `Event type ${"z".repeat(100)}… (900000 characters) not supported.`, detail: "unknown eventType" })
+      yield* eventually("the refusal logged", () => lines.some((line) => line.includes("event refused")), 2_000)
+      const logged = lines.filter((line) => line.includes("event refused"))
+      expect(logged.join("\n")).toContain(`Event type ${"z".repeat(100)}… (900000 characters) not supported.`)
+      expect(logged.join("\n").length).toBeLessThan(1_000)
+      const short = yield* sendEvent(`http://127.0.0.1:${port}`, JSON.stringify({ eventType: "no_such_event" }))
+      expect(short.json).toEqual({ error: "Event type no_such_event not supported.", detail: "unknown eventType" })
+    }).pipe(Effect.provide(LoggerMemory("json"))))
 })
