@@ -4,6 +4,7 @@ import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Deferred, Duration, Effect, Layer, Option, Queue, Ref, Schedule } from "effect"
 import { createServer } from "node:http"
 import { eventRoutes, makeEventHandler } from "./Events.js"
+import { jsonAnswer } from "./JsonAnswer.js"
 import type { EventHandler } from "./Events.js"
 import type { EventSettings } from "./Events.js"
 import { syncOnce } from "./Sync.js"
@@ -39,8 +40,8 @@ export const periodicSync = (settings: DaemonSettings, pass: Effect.Effect<void,
 
 type SyncRequirements = Effect.Effect.Context<ReturnType<typeof syncOnce>> | Metrics | Readiness
 
-const notFound = HttpServerResponse.unsafeJson({ error: "not found" }, { status: 404 })
-const unauthorized = HttpServerResponse.unsafeJson({ error: "unauthorized", detail: "missing or wrong secret" }, { status: 401 })
+const notFound = jsonAnswer({ error: "not found" }, 404)
+const unauthorized = jsonAnswer({ error: "unauthorized", detail: "missing or wrong secret" }, 401)
 
 const sameSecret = (given: string, expected: string): boolean => {
   const a = Buffer.from(given)
