@@ -62,6 +62,16 @@ const callbacksDisabled = message(
   "http event callback system is not running on this Marathon instance. Please re-start this instance with\n\"--event_subscriber http_callback\".",
   400
 )
+/**
+ * InfoEmbedResolver: an embed value is taken with any of the prefixes `group.apps.`, `apps.`, `app.` or none;
+ * `tasks` embeds the tasks, and so does the deprecated `failures`.
+ */
+const embedsTasks = (value: string): boolean => {
+  const prefix = ["group.apps.", "apps.", "app."].find((candidate) => value.startsWith(candidate)) ?? ""
+  const rest = value.slice(prefix.length)
+  return rest === "tasks" || rest === "failures"
+}
+
 const appMissing = (id: string) => message(`App '${id}' does not exist`, 404)
 
 const render = (reply: Reply, fault: MarathonFault | undefined): HttpServerResponse.HttpServerResponse => {
@@ -159,8 +169,7 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
 
   const apps = admitted("apps", (request) => {
     const embed = requestTarget(request).query.getAll("embed")
-    // "app.tasks" is the older spelling Marathon still accepts
-    const withTasks = store.embedTasks && (embed.includes("apps.tasks") || embed.includes("app.tasks"))
+    const withTasks = store.embedTasks && embed.some(embedsTasks)
     return Effect.succeed(json({ apps: [...store.apps.values()].map((app) => appView(app, withTasks)) }))
   })
 
@@ -217,6 +226,8 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
     })
 
   const leader = admitted("leader", (request) => {
+    // LeaderResource: 404 "There is no leader" while an election is under way
+    if (store.leader === null) return Effect.succeed(message("There is no leader", 404))
     const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
     return Effect.succeed(json({ leader: store.leader ?? `${socket.localAddress ?? "127.0.0.1"}:${socket.localPort ?? 0}` }))
   })

@@ -362,7 +362,9 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
           )
         )
       ),
-    followLeader: request("leader", "find leader", Schema.Unknown, () => "leader").pipe(Effect.asVoid),
+    followLeader: request("leader", "find leader", Schema.Unknown, () => store.leader === null ? missing : "leader").pipe(
+      Effect.flatMap((answer) => answer === missing ? Effect.fail(notFound("leader")) : Effect.void)
+    ),
     current: Effect.succeed("memory://marathon")
   })
 }

@@ -52,8 +52,8 @@ export class MarathonStore {
   unknownRouteStatus: 404 | 500 = 404
   /** answer 404 on /v2/apps/<id>/tasks for an app with no tasks (Marathon #3881) */
   tasksNotFoundWhenEmpty = false
-  /** what `/v2/leader` answers ("host:port"); undefined: the Marathon that was asked */
-  leader: string | undefined
+  /** what `/v2/leader` answers ("host:port"); undefined: the Marathon that was asked; null: no leader (404) */
+  leader: string | null | undefined
   /** honour `embed=apps.tasks` (a Marathon that ignores it lists apps without `tasks`) */
   embedTasks = true
   requests = 0

@@ -178,10 +178,25 @@ describe("embedded Marathon", () => {
       expect(store.subscriptions).toEqual([])
     }))
 
-  it.scopedLive("leader is this instance", () =>
+  it.scopedLive("leader is this instance; LeaderResource's 404 while there is none", () =>
     Effect.gen(function*() {
-      const { url, server } = yield* setup()
+      const { url, server, store } = yield* setup()
       expect(json(yield* call(`${url}/v2/leader`))).toEqual({ leader: `127.0.0.1:${server.port}` })
+      store.leader = null
+      const none = yield* call(`${url}/v2/leader`)
+      expect(none.status).toBe(404)
+      expect(json(none)).toEqual({ message: "There is no leader" })
+    }))
+
+  it.scopedLive("embed: InfoEmbedResolver takes tasks (or the deprecated failures) with any prefix or none", () =>
+    Effect.gen(function*() {
+      const { url } = yield* setup()
+      for (const embed of ["apps.tasks", "app.tasks", "group.apps.tasks", "tasks", "apps.failures"]) {
+        expect((json(yield* call(`${url}/v2/apps?embed=${embed}`)) as { apps: Array<{ tasks?: unknown }> }).apps[0]?.tasks, embed).toBeDefined()
+      }
+      for (const embed of ["apps.counts", "apps.deployments", "apps.lastTaskFailure"]) {
+        expect((json(yield* call(`${url}/v2/apps?embed=${embed}`)) as { apps: Array<{ tasks?: unknown }> }).apps[0]?.tasks, embed).toBeUndefined()
+      }
     }))
 
   it.scopedLive("faults: a status with a JSON message, invalid JSON, a body cut in half, a dropped connection", () =>
