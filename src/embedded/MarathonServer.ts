@@ -1,7 +1,7 @@
 import { HttpClientRequest, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { HttpServerError } from "@effect/platform"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Context, Effect, Layer, Option, Queue, Stream } from "effect"
+import { Context, Effect, Layer, Option, Queue, Schedule, Stream } from "effect"
 import type { Duration, Scope } from "effect"
 import { STATUS_CODES } from "node:http"
 import type { TlsSettings } from "../services/Http.js"
@@ -35,6 +35,8 @@ export interface MarathonServerOptions {
    * so a subscriber sees them in the order the store emitted them. More: faster, in no particular order.
    */
   readonly callbackConcurrency?: number | undefined
+  /** between the CRLF heartbeats of an event stream (Jetty's EventSourceServlet: 10 seconds) */
+  readonly heartbeat?: Duration.DurationInput | undefined
 }
 
 export interface MarathonServer {
@@ -53,11 +55,23 @@ const json = (body: unknown, status = 200): Reply => ({ _tag: "Json", status, bo
 const message = (text: string, status: number): Reply => json({ message: text }, status)
 
 /** Marathon's own answer for a route it does not have (what a >= 1.5 Marathon says to /v2/eventSubscriptions) */
-const noSuchRoute = message("HTTP 404 Not Found", 404)
+const noSuchRoute = (store: MarathonStore, path: string): Reply =>
+  store.unknownRouteStatus === 404 ? message(`URI not found: ${path}`, 404) : message("URI not found", 500)
+/** NoopHttpCallbackSubscriptionService's BadRequestException (1.4), a stripMargin'd message with its line break */
 const callbacksDisabled = message(
-  "http event callback system is not running on this Marathon instance. Please re-start this instance with \"--event_subscriber http_callback\".",
+  "http event callback system is not running on this Marathon instance. Please re-start this instance with\n\"--event_subscriber http_callback\".",
   400
 )
+/**
+ * InfoEmbedResolver: an embed value is taken with any of the prefixes `group.apps.`, `apps.`, `app.` or none;
+ * `tasks` embeds the tasks, and so does the deprecated `failures`.
+ */
+const embedsTasks = (value: string): boolean => {
+  const prefix = ["group.apps.", "apps.", "app."].find((candidate) => value.startsWith(candidate)) ?? ""
+  const rest = value.slice(prefix.length)
+  return rest === "tasks" || rest === "failures"
+}
+
 const appMissing = (id: string) => message(`App '${id}' does not exist`, 404)
 
 const render = (reply: Reply, fault: MarathonFault | undefined): HttpServerResponse.HttpServerResponse => {
@@ -94,7 +108,41 @@ const appIdOf = (path: string): string | undefined => {
   return decoded.every((segment) => segment !== undefined) ? `/${decoded.join("/")}` : undefined
 }
 
-const sseFrame = (event: MarathonEvent): string => `event: ${event.eventType}\ndata: ${JSON.stringify(event)}\n\n`
+/** Jetty's emitter: the name, then one `data:` line per line of the payload, each ended by CRLF, then CRLF. */
+const sseFrame = (event: MarathonEvent): string =>
+  `event: ${event.eventType}\r\n${JSON.stringify(event).split("\n").map((line) => `data: ${line}\r\n`).join("")}\r\n`
+
+/** Jetty reads each `Accept` header line as one value: `text/event-stream` must be one of them, exactly. */
+const acceptLines = (rawHeaders: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const lines: Array<string> = []
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.toLowerCase() === "accept") lines.push(rawHeaders[i + 1]!)
+  }
+  return lines
+}
+
+/**
+ * What `HttpServletResponse.sendError(status, message)` answers in Marathon's Jetty 9.4: the message as the
+ * status line's reason phrase, and Jetty's default HTML error page (Marathon installs no error handler).
+ */
+const servletRefusal = (request: HttpServerRequest.HttpServerRequest, status: number, reason: string): Reply => {
+  NodeHttpServerRequest.toServerResponse(request).statusMessage = reason
+  const uri = escapeHtml(requestTarget(request).path)
+  const page = `<html>\n<head>\n<meta http-equiv="Content-Type" content="text/html;charset=utf-8"/>\n<title>Error ${status} ${reason}</title>\n` +
+    `</head>\n<body><h2>HTTP ERROR ${status}</h2>\n<p>Problem accessing ${uri}. Reason:\n<pre>    ${reason}</pre></p>` +
+    `<hr><a href="http://eclipse.org/jetty">Powered by Jetty:// 9.4.8.v20171121</a><hr/>\n\n</body>\n</html>\n`
+  return {
+    _tag: "Response",
+    response: HttpServerResponse.text(page, {
+      status,
+      contentType: "text/html;charset=iso-8859-1",
+      headers: { "cache-control": "must-revalidate,no-cache,no-store" }
+    })
+  }
+}
+
+const escapeHtml = (text: string): string =>
+  text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;")
 
 export const marathonRouter = (store: MarathonStore, options: MarathonServerOptions = {}) => {
   /** The store decides first whether the request gets through (a down or hanging Marathon), then auth. */
@@ -121,8 +169,7 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
 
   const apps = admitted("apps", (request) => {
     const embed = requestTarget(request).query.getAll("embed")
-    // "app.tasks" is the older spelling Marathon still accepts
-    const withTasks = store.embedTasks && (embed.includes("apps.tasks") || embed.includes("app.tasks"))
+    const withTasks = store.embedTasks && embed.some(embedsTasks)
     return Effect.succeed(json({ apps: [...store.apps.values()].map((app) => appView(app, withTasks)) }))
   })
 
@@ -149,10 +196,10 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
     })
   })
 
-  const subscriptions = admitted("subscriptions", () =>
+  const subscriptions = admitted("subscriptions", (request) =>
     Effect.succeed(
       store.callbacks === "removed"
-        ? noSuchRoute
+        ? noSuchRoute(store, requestTarget(request).path)
         : store.callbacks === "disabled"
         ? callbacksDisabled
         : json({ callbackUrls: [...store.subscriptions] })
@@ -161,7 +208,7 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
   /** (Un)subscribing answers the event Marathon puts on its bus for it, and emits that event. */
   const changeSubscription = (operation: "subscribe" | "unsubscribe") =>
     admitted(operation, (request) => {
-      if (store.callbacks === "removed") return Effect.succeed(noSuchRoute)
+      if (store.callbacks === "removed") return Effect.succeed(noSuchRoute(store, requestTarget(request).path))
       if (store.callbacks === "disabled") return Effect.succeed(callbacksDisabled)
       const callbackUrl = requestTarget(request).query.get("callbackUrl")
       if (callbackUrl === null || callbackUrl === "") return Effect.succeed(message("Missing callbackUrl", 400))
@@ -179,34 +226,61 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
     })
 
   const leader = admitted("leader", (request) => {
+    // LeaderResource: 404 "There is no leader" while an election is under way
+    if (store.leader === null) return Effect.succeed(message("There is no leader", 404))
     const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
     return Effect.succeed(json({ leader: store.leader ?? `${socket.localAddress ?? "127.0.0.1"}:${socket.localPort ?? 0}` }))
   })
 
+  /**
+   * `GET /v2/events`, as Marathon's Jetty EventSourceServlet serves it: only a request with an `Accept` header
+   * that is exactly `text/event-stream` gets the stream; any other (none included) falls through to
+   * HttpServlet.doGet, which answers 405 (400 over HTTP/1.0). The stream is `Connection: close`, not chunked;
+   * frames are `event:`/`data:` lines ended by CRLF; a CRLF heartbeat goes out every `heartbeat` (Jetty: 10 s).
+   * The stream's own `event_stream_attached`/`_detached` go on the event bus, so every listener whose
+   * `event_type` filter admits them sees them (callback subscribers too), as in Marathon's stream actor.
+   */
   const events = admitted("events", (request) => {
-    const wanted = new Set(requestTarget(request).query.getAll("event_type"))
-    const attached: MarathonEvent = {
-      eventType: "event_stream_attached",
-      remoteAddress: remoteAddress(request),
-      timestamp: new Date().toISOString()
+    const incoming = NodeHttpServerRequest.toIncomingMessage(request)
+    const accept = acceptLines(incoming.rawHeaders)
+    store.streamRequests.push({ accept, eventTypes: requestTarget(request).query.getAll("event_type") })
+    if (store.streamRequests.length > 100) store.streamRequests.shift()
+    if (!accept.includes("text/event-stream")) {
+      return Effect.succeed(servletRefusal(request, incoming.httpVersion === "1.0" ? 400 : 405, "HTTP method GET is not supported by this URL"))
     }
-    // listening starts before "attached" is sent: whatever the client does once it sees it is not missed
+    const wanted = new Set(requestTarget(request).query.getAll("event_type"))
+    const address = remoteAddress(request)
+    const onBus = (eventType: string): MarathonEvent => ({ eventType, remoteAddress: address, timestamp: new Date().toISOString() })
+    // listening starts before "attached" is published: whatever the client does once it sees it is not missed
+    const outgoing = NodeHttpServerRequest.toServerResponse(request)
     const frames = Stream.asyncScoped<MarathonEvent>((emit) =>
       Effect.acquireRelease(
         Effect.sync(() => {
+          // Jetty flushes the head at once (respond(): flushBuffer()), before any event: the client is attached
+          outgoing.flushHeaders()
           const stop = store.listen((event) => {
             if (wanted.size === 0 || wanted.has(event.eventType)) void emit.single(event)
           })
-          void emit.single(attached)
+          store.emit(onBus("event_stream_attached"))
           return stop
         }),
-        (stop) => Effect.sync(stop)
-      ), "unbounded").pipe(Stream.map(sseFrame), Stream.encodeText)
+        (stop) => Effect.sync(() => {
+          stop()
+          store.emit(onBus("event_stream_detached"))
+        })
+      ), "unbounded").pipe(
+        Stream.map(sseFrame),
+        Stream.merge(Stream.repeatEffectWithSchedule(Effect.succeed("\r\n"), Schedule.spaced(options.heartbeat ?? "10 seconds")).pipe(Stream.drop(1))),
+        Stream.encodeText
+      )
+    // Jetty's EventSourceServlet disables chunking: the body runs until the connection closes
+    outgoing.removeHeader("transfer-encoding")
+    outgoing.removeHeader("content-length")
     return Effect.succeed({
       _tag: "Response",
       response: HttpServerResponse.stream(frames, {
-        contentType: "text/event-stream",
-        headers: { "cache-control": "no-cache" }
+        contentType: "text/event-stream;charset=utf-8",
+        headers: { connection: "close" }
       })
     } satisfies Reply)
   })

@@ -1,14 +1,16 @@
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { timingSafeEqual } from "node:crypto"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import { Duration, Effect, Layer, Schedule } from "effect"
+import { Deferred, Duration, Effect, Layer, Option, Queue, Ref, Schedule } from "effect"
 import { createServer } from "node:http"
 import { eventRoutes, makeEventHandler } from "./Events.js"
+import { jsonAnswer } from "./JsonAnswer.js"
 import type { EventHandler } from "./Events.js"
 import type { EventSettings } from "./Events.js"
 import { syncOnce } from "./Sync.js"
 import type { SyncSettings } from "./Sync.js"
-import { runEventSource } from "./EventSource.js"
+import { recheckSubscription, runEventSource } from "./EventSource.js"
+import type { Marathon } from "../services/Marathon.js"
 import { Metrics, MetricsLive } from "../services/Metrics.js"
 import { observeEvent, observeSync, operationsApp, Readiness, ReadinessLive } from "./Operations.js"
 import type { EventSourceHooks, EventSourceSettings } from "./EventSource.js"
@@ -38,8 +40,8 @@ export const periodicSync = (settings: DaemonSettings, pass: Effect.Effect<void,
 
 type SyncRequirements = Effect.Effect.Context<ReturnType<typeof syncOnce>> | Metrics | Readiness
 
-const notFound = HttpServerResponse.unsafeJson({ error: "not found" }, { status: 404 })
-const unauthorized = HttpServerResponse.unsafeJson({ error: "unauthorized", detail: "missing or wrong secret" }, { status: 401 })
+const notFound = jsonAnswer({ error: "not found" }, 404)
+const unauthorized = jsonAnswer({ error: "unauthorized", detail: "missing or wrong secret" }, 401)
 
 const sameSecret = (given: string, expected: string): boolean => {
   const a = Buffer.from(given)
@@ -105,6 +107,33 @@ export const nodeServer = () => {
 export const serveLayer = (settings: Pick<DaemonSettings, "host" | "port">) =>
   NodeHttpServer.layer(nodeServer, { host: settings.host, port: settings.port })
 
+/**
+ * Full passes asked for by the event source, run one after the other by `worker` (a fiber of the daemon's, so
+ * they end with it). Requests are merged: while a pass runs at most one more waits, and every request made
+ * before that one starts is served by it. `request` waits for the pass that serves it.
+ */
+export const makeResyncs = (pass: Effect.Effect<void>) =>
+  Effect.gen(function*() {
+    const pending = yield* Ref.make(Option.none<Deferred.Deferred<void>>())
+    const wake = yield* Queue.sliding<void>(1)
+    const request = Effect.gen(function*() {
+      const fresh = yield* Deferred.make<void>()
+      const waiting = yield* Ref.modify(pending, (current) =>
+        Option.isSome(current) ? [current.value, current] : [fresh, Option.some(fresh)])
+      yield* Queue.offer(wake, undefined)
+      yield* Deferred.await(waiting)
+    })
+    const worker: Effect.Effect<never> = Queue.take(wake).pipe(
+      Effect.zipRight(Ref.getAndSet(pending, Option.none())),
+      Effect.flatMap(Option.match({
+        onNone: () => Effect.void,
+        onSome: (served) => pass.pipe(Effect.ensuring(Deferred.succeed(served, undefined)))
+      })),
+      Effect.forever
+    )
+    return { request, worker }
+  })
+
 export const runDaemon = (settings: DaemonSettings) =>
   Effect.gen(function*() {
     const handler = yield* measuredHandler(yield* makeEventHandler(settings))
@@ -116,28 +145,36 @@ export const runDaemon = (settings: DaemonSettings) =>
       Layer.provide(serveLayer(settings)),
       Layer.launch
     )
-    // passes never overlap, whether the schedule or a stream reconnect asks for one
-    const passes = yield* Effect.makeSemaphore(1)
-    const pass = passes.withPermits(1)(loggedPass(settings))
-    const context = yield* Effect.context<SyncRequirements>()
+    const context = yield* Effect.context<SyncRequirements | Marathon>()
+    // the callback subscription, once made, is checked again after every pass
+    const callback = yield* Ref.make<"none" | "up" | "down">("none")
     const hooks: EventSourceHooks = {
       handler,
-      resync: Effect.provide(pass, context),
+      resync: Effect.suspend(() => resyncs.request),
       connected: (source) =>
         Effect.all([
           Effect.logInfo("event source connected").pipe(Effect.annotateLogs({ source })),
+          source === "callback" ? Ref.set(callback, "up") : Effect.void,
           readiness.eventSourceConnected(true),
           metrics.eventSourceConnected(source, true)
         ], { discard: true }),
       disconnected: (source) =>
         Effect.all([
+          source === "callback" ? Ref.set(callback, "down") : Effect.void,
           readiness.eventSourceConnected(false),
           metrics.eventSourceConnected(source, false),
           metrics.eventSourceReconnected(source)
         ], { discard: true })
     }
+    const recheck = Effect.flatMap(Ref.get(callback), (state) =>
+      state === "none" ? Effect.void : Effect.asVoid(recheckSubscription(settings, hooks, state === "up")))
+    // passes never overlap, whether the schedule or a stream reconnect asks for one
+    const passes = yield* Effect.makeSemaphore(1)
+    const pass = passes.withPermits(1)(Effect.zipRight(loggedPass(settings), recheck)).pipe(Effect.provide(context))
+    const resyncs = yield* makeResyncs(pass)
     yield* Effect.all([
       server,
+      resyncs.worker,
       runEventSource(settings, hooks),
       settings.syncInterval > 0 ? periodicSync(settings, pass) : Effect.void
     ], { concurrency: "unbounded", discard: true })

@@ -1,4 +1,4 @@
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpRouter, HttpServerRequest } from "@effect/platform"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Duration, Effect, Either, Option, ParseResult, Schema, SchemaAST as AST } from "effect"
 import { ConsulError, InvalidEvent, isUnreachable, PayloadTooLarge } from "../domain/Errors.js"
@@ -11,6 +11,7 @@ import { Consul } from "../services/Consul.js"
 import { Metrics } from "../services/Metrics.js"
 import type { SkipReason } from "../services/Metrics.js"
 import { Marathon } from "../services/Marathon.js"
+import { jsonAnswer } from "./JsonAnswer.js"
 import { Ledger } from "./Ledger.js"
 import { makeAgentLookup } from "./Catalog.js"
 import type { AgentLookup } from "./Catalog.js"
@@ -60,6 +61,10 @@ const describeValue = (value: unknown): string => {
 }
 
 const maxIssues = 5
+
+/** A value from the request, as it may appear in an answer or a log: at most 100 characters, the cut said. */
+const quoteCut = (value: string): string =>
+  value.length <= 100 ? value : `${value.slice(0, 100)}… (${value.length} characters)`
 
 /** The problems of a decode, one per field, each "path: what is wrong"; short whatever the input. */
 const describeParseError = (error: ParseResult.ParseError): string => {
@@ -124,7 +129,7 @@ export const decodeEvent = (text: string): Either.Either<DecodedEvent, InvalidEv
   if (eventType !== "status_update_event") {
     return isKnownEventType(eventType)
       ? Either.right({ _tag: "Other", eventType })
-      : Either.left(new InvalidEvent({ problem: `Event type ${eventType} not supported.`, detail: "unknown eventType" }))
+      : Either.left(new InvalidEvent({ problem: `Event type ${quoteCut(eventType)} not supported.`, detail: "unknown eventType" }))
   }
   return decodeStatusUpdate(json).pipe(
     Either.mapBoth({
@@ -364,34 +369,32 @@ export const readBody = (request: HttpServerRequest.HttpServerRequest, limit: nu
   })
 }
 
-const json = (body: unknown, status: number, headers?: Record<string, string>) =>
-  HttpServerResponse.unsafeJson(body, { status, ...(headers === undefined ? {} : { headers }) })
 
 const upstreamFailed = (error: ConsulError | MarathonError) =>
   Effect.as(
     Effect.logError("event not applied: upstream failed").pipe(Effect.annotateLogs({ error: error.message })),
-    json({ error: `${error._tag === "ConsulError" ? "consul" : "marathon"} failed`, upstream: error._tag === "ConsulError" ? "consul" : "marathon", detail: error.message }, 502)
+    jsonAnswer({ error: `${error._tag === "ConsulError" ? "consul" : "marathon"} failed`, upstream: error._tag === "ConsulError" ? "consul" : "marathon", detail: error.message }, 502)
   )
 
 /** `POST /events` and `GET /`, with every failure turned into a JSON answer in this one place. */
 export const eventRoutes = (handler: EventHandler, settings: EventSettings) =>
   HttpRouter.empty.pipe(
-    HttpRouter.get("/", Effect.succeed(json([], 200))),
+    HttpRouter.get("/", Effect.succeed(jsonAnswer([], 200))),
     HttpRouter.post("/events", Effect.gen(function*() {
       const request = yield* HttpServerRequest.HttpServerRequest
       const text = yield* readBody(request, settings.maxEventBytes)
       const decoded = yield* decodeEvent(text)
       const outcome = yield* handler.handle(decoded)
-      return json({ status: "ok", outcome }, 200)
+      return jsonAnswer({ status: "ok", outcome }, 200)
     }).pipe(
       Effect.catchTags({
         InvalidEvent: (error) =>
           Effect.as(
             Effect.logWarning("event refused").pipe(Effect.annotateLogs({ error: error.message })),
-            json({ error: error.problem, detail: error.detail }, 400)
+            jsonAnswer({ error: error.problem, detail: error.detail }, 400)
           ),
         // the rest of the body is not read: close the connection rather than drain it
-        PayloadTooLarge: (error) => Effect.succeed(json({ error: "payload too large", detail: error.message }, 413, { connection: "close" })),
+        PayloadTooLarge: (error) => Effect.succeed(jsonAnswer({ error: "payload too large", detail: error.message }, 413, { connection: "close" })),
         ConsulError: upstreamFailed,
         MarathonError: upstreamFailed
       })

@@ -5,6 +5,7 @@ import type { UpstreamError } from "../domain/Errors.js"
 import { Metrics } from "../services/Metrics.js"
 import type { MetricsService, SyncCounts } from "../services/Metrics.js"
 import type { DecodedEvent, EventOutcome } from "./Events.js"
+import { jsonAnswer } from "./JsonAnswer.js"
 
 /**
  * The operations endpoints: `GET /health` (the process serves), `GET /ready` (consul is being kept in sync:
@@ -54,16 +55,15 @@ export const makeReadiness = (settings: ReadinessSettings): Effect.Effect<Readin
 export const ReadinessLive = (settings: ReadinessSettings): Layer.Layer<Readiness> =>
   Layer.effect(Readiness, makeReadiness(settings))
 
-const json = (body: unknown, status: number) => HttpServerResponse.unsafeJson(body, { status })
 
 /** The three routes over the given services; concat them with the event routes before any catch-all. */
 export const operationsRoutes = (readiness: ReadinessService, metrics: MetricsService): HttpRouter.HttpRouter =>
   HttpRouter.empty.pipe(
-    HttpRouter.get("/health", Effect.succeed(json({ status: "ok" }, 200))),
+    HttpRouter.get("/health", Effect.succeed(jsonAnswer({ status: "ok" }, 200))),
     HttpRouter.get("/ready", Effect.map(readiness.state, (state) =>
       state.ready
-        ? json({ status: "ready" }, 200)
-        : json({ status: "not ready", reason: state.reason }, 503))),
+        ? jsonAnswer({ status: "ready" }, 200)
+        : jsonAnswer({ status: "not ready", reason: state.reason }, 503))),
     HttpRouter.get("/metrics", Effect.map(metrics.exposition, ({ body, contentType }) =>
       HttpServerResponse.text(body, { contentType })))
   )

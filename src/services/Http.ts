@@ -1,4 +1,4 @@
-import { HttpClientRequest } from "@effect/platform"
+import { Headers, HttpClientRequest } from "@effect/platform"
 import type { HttpClientError, HttpClientResponse } from "@effect/platform"
 import { Cause, Duration, Effect, ParseResult, Schedule } from "effect"
 import type { Scope, Stream } from "effect"
@@ -223,9 +223,11 @@ export const ignoreBody = (_response: HttpClientResponse.HttpClientResponse): Ef
 export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, Scope.Scope> =>
   Effect.gen(function*() {
     const transport = yield* makeTransport({ connections: settings.connections ?? 64, tls: settings.tls })
-    // merged once: every request carries them (one copy of the request instead of two)
-    const headers = { accept: "application/json", ...settings.headers }
-    const prepare = (request: HttpClientRequest.HttpClientRequest) => HttpClientRequest.setHeaders(request, headers)
+    // The client's defaults go UNDER a request's own headers: the event stream's `accept: text/event-stream`
+    // must survive the default `accept: application/json` (Marathon answers anything else with 405).
+    const defaults = Headers.fromInput({ accept: "application/json", ...settings.headers })
+    const prepare = (request: HttpClientRequest.HttpClientRequest) =>
+      HttpClientRequest.setHeaders(request, Object.keys(request.headers).length === 0 ? defaults : Headers.merge(defaults, request.headers))
     const timeoutMillis = Duration.toMillis(settings.timeout)
     const backoff = retrySchedule(settings)
 

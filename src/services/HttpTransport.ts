@@ -56,6 +56,13 @@ export interface Transport {
 
 const isOk = (status: number) => status >= 200 && status < 300
 
+/**
+ * Idle time before the first keep-alive probe on an event stream's socket. The interval and count of the probes
+ * that follow are the kernel's (Linux: net.ipv4.tcp_keepalive_intvl and _probes; newer libuv sets 1 s × 10 itself);
+ * Node 20 cannot set them per socket. Either way a dead stream connection fails instead of hanging forever.
+ */
+export const streamKeepAliveMillis = 15_000
+
 const isStaleConnection = (cause: unknown): boolean => {
   const code = typeof cause === "object" && cause !== null && "code" in cause ? cause.code : undefined
   return code === "ECONNRESET" || code === "EPIPE"
@@ -164,6 +171,9 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
           { ...origin.options, path, method: request.method, headers: request.headers, agent },
           onResponse
         )
+        // A stream is silent for as long as Marathon has nothing to say: TCP keep-alive probes are what notice a
+        // peer that vanished without a FIN or RST (a host that died, a NAT that forgot the connection).
+        if (stream) outgoing.once("socket", (socket) => socket.setKeepAlive(true, streamKeepAliveMillis))
         outgoing.end(body._tag === "Uint8Array" ? body.body : undefined)
         return Either.right(outgoing)
       } catch (cause) {

@@ -292,8 +292,13 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
     )
   const notFound = (resource: string) => new NotFound({ resource })
   const missing = Symbol("missing")
-  const orNotFound = <A>(resource: string) => (value: A | typeof missing): Effect.Effect<A, NotFound> =>
-    value === missing ? Effect.fail(notFound(resource)) : Effect.succeed(value)
+  /** a route this Marathon does not have: 404 up to 1.6, a 500 after (see MarathonStore.unknownRouteStatus) */
+  const orNotFound = <A>(resource: string, operation: string) => (value: A | typeof missing): Effect.Effect<A, NotFound | MarathonError> =>
+    value !== missing
+      ? Effect.succeed(value)
+      : store.unknownRouteStatus === 404
+      ? Effect.fail(notFound(resource))
+      : Effect.fail(new MarathonError({ operation, reason: "Status", status: 500, detail: "answered 500" }))
 
   return Marathon.of({
     apps: request("apps", "list apps", AppsResponse, () => ({
@@ -313,7 +318,7 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
     eventSubscriptions: request("subscriptions", "list event subscriptions", Schema.Unknown, () =>
       store.callbacks === "removed" ? missing : store.callbacks === "disabled" ? "disabled" : { callbackUrls: [...store.subscriptions] }
     ).pipe(
-      Effect.flatMap(orNotFound("event subscriptions")),
+      Effect.flatMap(orNotFound("event subscriptions", "list event subscriptions")),
       // Marathon checks for the http_callback subscriber on every subscription route, listing included
       Effect.flatMap((body) => body === "disabled"
         ? Effect.fail(new MarathonError({ operation: "list event subscriptions", reason: "Status", status: 400, detail: "http_callback is not an event subscriber" }))
@@ -330,7 +335,7 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
         if (!store.subscriptions.includes(callbackUrl)) store.subscriptions.push(callbackUrl)
         return "ok"
       }).pipe(
-        Effect.flatMap(orNotFound("event subscriptions")),
+        Effect.flatMap(orNotFound("event subscriptions", "subscribe")),
         Effect.flatMap((outcome) =>
           outcome === "disabled"
             ? Effect.fail(new MarathonError({ operation: "subscribe", reason: "Status", status: 400, detail: "http_callback is not an event subscriber" }))
@@ -357,7 +362,9 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
           )
         )
       ),
-    followLeader: request("leader", "find leader", Schema.Unknown, () => "leader").pipe(Effect.asVoid),
+    followLeader: request("leader", "find leader", Schema.Unknown, () => store.leader === null ? missing : "leader").pipe(
+      Effect.flatMap((answer) => answer === missing ? Effect.fail(notFound("leader")) : Effect.void)
+    ),
     current: Effect.succeed("memory://marathon")
   })
 }

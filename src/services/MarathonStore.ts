@@ -44,14 +44,22 @@ export class MarathonStore {
   /** faults that apply to the next requests only, in order, before `fault` */
   readonly faultQueue: Array<MarathonFault> = []
   callbacks: CallbackSupport = "enabled"
+  /**
+   * What this Marathon answers on a route it does not have (`/v2/eventSubscriptions` once callbacks are
+   * "removed"): 404 `URI not found: <path>` up to 1.6 (Jersey 1); 500 `URI not found` from 1.6.486 to 1.10, where
+   * Jersey 2's NotFoundException meets Marathon's catch-all exception mapper (MarathonExceptionMapper).
+   */
+  unknownRouteStatus: 404 | 500 = 404
   /** answer 404 on /v2/apps/<id>/tasks for an app with no tasks (Marathon #3881) */
   tasksNotFoundWhenEmpty = false
-  /** what `/v2/leader` answers ("host:port"); undefined: the Marathon that was asked */
-  leader: string | undefined
+  /** what `/v2/leader` answers ("host:port"); undefined: the Marathon that was asked; null: no leader (404) */
+  leader: string | null | undefined
   /** honour `embed=apps.tasks` (a Marathon that ignores it lists apps without `tasks`) */
   embedTasks = true
   requests = 0
   readonly requestLog: Array<MarathonOperation> = []
+  /** each `GET /v2/events` as the server saw it: its Accept header lines and event_type filters (the last 100) */
+  readonly streamRequests: Array<{ readonly accept: ReadonlyArray<string>; readonly eventTypes: ReadonlyArray<string> }> = []
   private readonly listeners = new Set<(event: MarathonEvent) => void>()
   private clock = 0
 

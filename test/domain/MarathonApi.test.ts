@@ -1,8 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Either, FastCheck as fc, Schema } from "effect"
 import {
-  App, AppId, Host, isRunning, isTerminal, Port, StatusUpdateEvent, Task, TaskId, TaskState
+  App, AppId, AppsResponse, Host, isRunning, isTerminal, Port, splitApps, StatusUpdateEvent, Task, TaskId, TasksResponse, TaskState
 } from "../../src/domain/MarathonApi.js"
+import { appLists } from "../fixtures/marathon/AppLists.js"
 import { AppIdArb, HostArb } from "./Arbitraries.js"
 
 const many = { fastCheck: { numRuns: 500 } }
@@ -167,5 +168,28 @@ describe("App", () => {
 
   it("rejects a label whose value is not a string", () => {
     expect(accepts(App)({ id: "/web", labels: { port: 80 } })).toBe(false)
+  })
+})
+
+describe("every app-list shape real Marathons send (0.15 to 1.10) decodes", () => {
+  for (const listing of appLists) {
+    it(listing.release, () => {
+      const response = Schema.decodeUnknownSync(AppsResponse)(listing.body)
+      const { apps, rejected } = splitApps(response.apps)
+      expect(rejected).toEqual([])
+      expect(apps.map((app) => ({
+        id: app.id,
+        ...(app.labels === undefined ? {} : { labels: app.labels }),
+        ...(app.tasks === undefined ? {} : { tasks: app.tasks.map((task) => ({ id: task.id, host: task.host, running: isRunning(task) })) })
+      }))).toEqual(listing.apps)
+    })
+  }
+
+  it("an app's tasks alone (/v2/apps/<id>/tasks) decode too", () => {
+    for (const listing of appLists) {
+      for (const app of (listing.body as { apps: ReadonlyArray<{ tasks?: ReadonlyArray<unknown> }> }).apps) {
+        if (app.tasks !== undefined) expect(Either.isRight(Schema.decodeUnknownEither(TasksResponse)({ tasks: app.tasks })), listing.release).toBe(true)
+      }
+    }
   })
 })

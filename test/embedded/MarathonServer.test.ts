@@ -5,6 +5,7 @@ import { listen } from "../../src/embedded/Listen.js"
 import { serveMarathon } from "../../src/embedded/MarathonServer.js"
 import type { MarathonServerOptions } from "../../src/embedded/MarathonServer.js"
 import { MarathonStore } from "../../src/services/MarathonStore.js"
+import * as Http from "node:http"
 import { call } from "../support/Fetch.js"
 import type { Answer } from "../support/Fetch.js"
 
@@ -27,36 +28,68 @@ interface Frame {
   readonly data: unknown
 }
 
-/** An open `GET /v2/events`; `next(n)` reads the next n frames, bounded by a timeout. Closed with the scope. */
-const openEvents = (url: string) =>
+/**
+ * An open `GET /v2/events` over Node's http (raw bytes and headers, as a client sees them); `next(n)` reads the
+ * next n frames, bounded by a timeout, skipping heartbeats. Closed with the scope.
+ */
+const openEvents = (url: string, headers: Record<string, string> = { accept: "text/event-stream" }) =>
   Effect.gen(function*() {
-    const controller = new AbortController()
-    yield* Effect.addFinalizer(() => Effect.sync(() => controller.abort()))
-    const response = yield* Effect.tryPromise(() => fetch(url, { signal: controller.signal }))
-    const body = response.body
-    if (body === null) return yield* Effect.die("no body")
-    const reader = body.getReader()
-    const decoder = new TextDecoder()
-    let buffer = ""
-    const next = (n: number) =>
-      Effect.tryPromise(async () => {
-        const frames: Array<Frame> = []
-        while (frames.length < n) {
-          const end = buffer.indexOf("\n\n")
-          if (end === -1) {
-            const chunk = await reader.read()
-            if (chunk.done) throw new Error("stream ended")
-            buffer += decoder.decode(chunk.value, { stream: true })
-            continue
-          }
-          const lines = buffer.slice(0, end).split("\n")
-          buffer = buffer.slice(end + 2)
-          const field = (name: string) => lines.find((line) => line.startsWith(`${name}: `))?.slice(name.length + 2) ?? ""
-          frames.push({ event: field("event"), data: JSON.parse(field("data")) })
+    const response = yield* Effect.async<Http.IncomingMessage, Error>((resume) => {
+      const request = Http.get(url, { headers, agent: false }, (incoming) => resume(Effect.succeed(incoming)))
+      request.on("error", (error) => resume(Effect.fail(error)))
+    })
+    yield* Effect.addFinalizer(() => Effect.sync(() => response.destroy()))
+    let raw = ""
+    let ended = false
+    const waiters = new Set<() => void>()
+    const wake = () => waiters.forEach((waiter) => waiter())
+    response.setEncoding("utf8")
+    response.on("data", (chunk: string) => {
+      raw += chunk
+      wake()
+    })
+    response.on("close", () => {
+      ended = true
+      wake()
+    })
+    let read = 0
+    const nextFrame = (): Frame | undefined => {
+      for (;;) {
+        // a frame never starts with CRLF: that is a heartbeat
+        if (raw.startsWith("\r\n", read)) {
+          read += 2
+          continue
         }
-        return frames
+        const end = raw.indexOf("\r\n\r\n", read)
+        if (end === -1) return undefined
+        const lines = raw.slice(read, end).split("\r\n")
+        read = end + 4
+        const field = (name: string) => lines.find((line) => line.startsWith(`${name}: `))?.slice(name.length + 2) ?? ""
+        return { event: field("event"), data: JSON.parse(field("data")) }
+      }
+    }
+    const next = (n: number) =>
+      Effect.async<Array<Frame>, Error>((resume) => {
+        const frames: Array<Frame> = []
+        const check = () => {
+          while (frames.length < n) {
+            const frame = nextFrame()
+            if (frame === undefined) break
+            frames.push(frame)
+          }
+          if (frames.length === n) {
+            waiters.delete(check)
+            resume(Effect.succeed(frames))
+          } else if (ended) {
+            waiters.delete(check)
+            resume(Effect.fail(new Error("stream ended")))
+          }
+        }
+        waiters.add(check)
+        check()
+        return Effect.sync(() => waiters.delete(check))
       }).pipe(Effect.timeout("2 seconds"))
-    return { response, next, close: () => controller.abort() }
+    return { response, next, raw: () => raw, close: () => response.destroy() }
   })
 
 /** Polls (bounded) until the store has `count` listeners again: a dropped stream unsubscribes asynchronously. */
@@ -126,19 +159,44 @@ describe("embedded Marathon", () => {
         const refused = yield* call(`${url}/v2/eventSubscriptions?${query}`, { method })
         expect(refused.status).toBe(400)
         expect(json(refused)).toEqual({
-          message: "http event callback system is not running on this Marathon instance. Please re-start this instance with \"--event_subscriber http_callback\"."
+          // Marathon 1.4's NoopHttpCallbackSubscriptionService: a stripMargin'd message, line break included
+          message: "http event callback system is not running on this Marathon instance. Please re-start this instance with\n\"--event_subscriber http_callback\"."
         })
       }
+      // >= 1.5 has no such route: Jersey 1 (up to 1.6) answers 404 naming the path ...
       store.callbacks = "removed"
-      expect((yield* call(`${url}/v2/eventSubscriptions`)).status).toBe(404)
+      const gone = yield* call(`${url}/v2/eventSubscriptions`)
+      expect(gone.status).toBe(404)
+      expect(json(gone)).toEqual({ message: "URI not found: /v2/eventSubscriptions" })
       expect((yield* call(`${url}/v2/eventSubscriptions?${query}`, { method: "POST" })).status).toBe(404)
+      // ... and Jersey 2 (1.6.486 to 1.10) a 500: its NotFoundException meets MarathonExceptionMapper's catch-all
+      store.unknownRouteStatus = 500
+      const gone500 = yield* call(`${url}/v2/eventSubscriptions`)
+      expect(gone500.status).toBe(500)
+      expect(json(gone500)).toEqual({ message: "URI not found" })
+      expect((yield* call(`${url}/v2/eventSubscriptions?${query}`, { method: "DELETE" })).status).toBe(500)
       expect(store.subscriptions).toEqual([])
     }))
 
-  it.scopedLive("leader is this instance", () =>
+  it.scopedLive("leader is this instance; LeaderResource's 404 while there is none", () =>
     Effect.gen(function*() {
-      const { url, server } = yield* setup()
+      const { url, server, store } = yield* setup()
       expect(json(yield* call(`${url}/v2/leader`))).toEqual({ leader: `127.0.0.1:${server.port}` })
+      store.leader = null
+      const none = yield* call(`${url}/v2/leader`)
+      expect(none.status).toBe(404)
+      expect(json(none)).toEqual({ message: "There is no leader" })
+    }))
+
+  it.scopedLive("embed: InfoEmbedResolver takes tasks (or the deprecated failures) with any prefix or none", () =>
+    Effect.gen(function*() {
+      const { url } = yield* setup()
+      for (const embed of ["apps.tasks", "app.tasks", "group.apps.tasks", "tasks", "apps.failures"]) {
+        expect((json(yield* call(`${url}/v2/apps?embed=${embed}`)) as { apps: Array<{ tasks?: unknown }> }).apps[0]?.tasks, embed).toBeDefined()
+      }
+      for (const embed of ["apps.counts", "apps.deployments", "apps.lastTaskFailure"]) {
+        expect((json(yield* call(`${url}/v2/apps?embed=${embed}`)) as { apps: Array<{ tasks?: unknown }> }).apps[0]?.tasks, embed).toBeUndefined()
+      }
     }))
 
   it.scopedLive("faults: a status with a JSON message, invalid JSON, a body cut in half, a dropped connection", () =>
@@ -178,16 +236,65 @@ describe("embedded Marathon", () => {
       expect((yield* call(`${url}/v2/apps`, { headers: { Authorization: "token=pw" } })).status).toBe(401)
     }))
 
-  it.scopedLive("event stream: attached first, then the store's events, filtered by event_type; unsubscribed on close", () =>
+  it.scopedLive("event stream: Jetty's EventSourceServlet refuses a GET whose Accept is not exactly text/event-stream with 405, none included", () =>
+    Effect.gen(function*() {
+      const { url, store } = yield* setup()
+      const baseline = store.listenerCount
+      const refusals: Array<Record<string, string>> = [
+        {},
+        { accept: "application/json" },
+        { accept: "*/*" },
+        { accept: "text/event-stream, application/json" }, // one header line: Jetty compares it whole
+        { accept: "text/event-stream;q=1" }
+      ]
+      for (const headers of refusals) {
+        const refused = yield* openEvents(`${url}/v2/events`, headers)
+        expect(refused.response.statusCode, JSON.stringify(headers)).toBe(405)
+        // HttpServlet.doGet's message is the reason phrase, and Jetty's HTML error page says it again
+        expect(refused.response.statusMessage).toBe("HTTP method GET is not supported by this URL")
+        expect(refused.response.headers["content-type"]).toBe("text/html;charset=iso-8859-1")
+        expect(refused.response.headers["cache-control"]).toBe("must-revalidate,no-cache,no-store")
+        yield* Effect.async<void>((resume) => {
+          refused.response.on("end", () => resume(Effect.void))
+          refused.response.resume()
+        }).pipe(Effect.timeout("2 seconds"))
+        expect(refused.raw()).toContain("<h2>HTTP ERROR 405</h2>")
+        expect(refused.raw()).toContain("Problem accessing /v2/events. Reason:\n<pre>    HTTP method GET is not supported by this URL</pre>")
+      }
+      expect(store.listenerCount).toBe(baseline)
+      // a second Accept line with exactly the value is enough
+      const twoLines = yield* Effect.async<Http.IncomingMessage>((resume) => {
+        Http.get(`${url}/v2/events`, { agent: false, headers: ["host", new URL(url).host, "accept", "application/json", "accept", "text/event-stream"] }, (incoming) => resume(Effect.succeed(incoming)))
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => twoLines.destroy()))
+      expect(twoLines.statusCode).toBe(200)
+    }))
+
+  it.scopedLive("event stream: text/event-stream;charset=utf-8, Connection: close and not chunked, CRLF frames, CRLF heartbeats", () =>
+    Effect.gen(function*() {
+      const { url, store } = yield* setup({ heartbeat: "50 millis" })
+      const events = yield* openEvents(`${url}/v2/events?event_type=deployment_info`)
+      expect(events.response.statusCode).toBe(200)
+      expect(events.response.headers["content-type"]).toBe("text/event-stream;charset=utf-8")
+      expect(events.response.headers["connection"]).toBe("close")
+      expect(events.response.headers["transfer-encoding"]).toBeUndefined()
+      expect(events.response.headers["content-length"]).toBeUndefined()
+      yield* Effect.repeat(Effect.sync(events.raw), { until: (raw) => raw.startsWith("\r\n\r\n"), schedule: Schedule.spaced("10 millis") }).pipe(Effect.timeout("2 seconds"))
+      store.emit({ eventType: "deployment_info", id: "d1" })
+      expect(yield* events.next(1)).toEqual([{ event: "deployment_info", data: { eventType: "deployment_info", id: "d1" } }])
+      expect(events.raw()).toContain(`event: deployment_info\r\ndata: {"eventType":"deployment_info","id":"d1"}\r\n\r\n`)
+    }))
+
+  it.scopedLive("event stream: the store's events filtered by event_type; attached and detached go on the bus, as Marathon's stream actor publishes them", () =>
     Effect.gen(function*() {
       const { url, store } = yield* setup()
       const baseline = store.listenerCount
       const all = yield* openEvents(`${url}/v2/events`)
-      const filtered = yield* openEvents(`${url}/v2/events?event_type=status_update_event&event_type=deployment_success`)
-      expect(all.response.headers.get("content-type")).toContain("text/event-stream")
       const [attached] = yield* all.next(1)
-      expect(attached).toEqual({ event: "event_stream_attached", data: expect.objectContaining({ eventType: "event_stream_attached" }) })
-      expect((yield* filtered.next(1))[0]?.event).toBe("event_stream_attached")
+      expect(attached).toEqual({ event: "event_stream_attached", data: expect.objectContaining({ eventType: "event_stream_attached", remoteAddress: "127.0.0.1" }) })
+      const filtered = yield* openEvents(`${url}/v2/events?event_type=status_update_event&event_type=deployment_success`)
+      // the second stream's attachment is an event for the first; the filtered one does not see its own
+      expect((yield* all.next(1))[0]?.event).toBe("event_stream_attached")
       expect(store.listenerCount).toBe(baseline + 2)
 
       store.emit({ eventType: "api_post_event", appDefinition: {} })
@@ -202,8 +309,9 @@ describe("embedded Marathon", () => {
       })
       expect(deployment?.event).toBe("deployment_success")
 
-      all.close()
       filtered.close()
+      expect((yield* all.next(1))[0]).toEqual({ event: "event_stream_detached", data: expect.objectContaining({ eventType: "event_stream_detached" }) })
+      all.close()
       // the server notices the closed connections and drops their listeners
       yield* listenersBack(store, baseline)
     }))

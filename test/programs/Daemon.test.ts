@@ -1,11 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, TestClock } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Ref, TestClock } from "effect"
 import { Consul, makeConsulMemory } from "../../src/services/Consul.js"
 import { ConsulStore } from "../../src/services/ConsulStore.js"
 import { Marathon, makeMarathonMemory } from "../../src/services/Marathon.js"
 import { MarathonStore } from "../../src/services/MarathonStore.js"
-import { daemonObservability, periodicSync } from "../../src/programs/Daemon.js"
-import { subscribeForever } from "../../src/programs/EventSource.js"
+import { daemonObservability, makeResyncs, periodicSync, runDaemon } from "../../src/programs/Daemon.js"
+import { runEventSource, subscribeForever } from "../../src/programs/EventSource.js"
+import type { EventSourceHooks } from "../../src/programs/EventSource.js"
+import { Readiness } from "../../src/programs/Operations.js"
 import type { DaemonSettings } from "../../src/programs/Daemon.js"
 import { LedgerLive } from "../../src/programs/Ledger.js"
 import { TopologyLive } from "../../src/programs/Topology.js"
@@ -116,5 +118,104 @@ describe("the periodic sync", () => {
       yield* TestClock.adjust("5 seconds")
       expect(consul.services("127.0.0.2").has("web.1")).toBe(true)
       yield* Fiber.interrupt(fiber)
+    }))
+})
+
+describe("resyncs asked for by the event source", () => {
+  it.scoped("merged: while a pass runs at most one more waits; every request is served by a pass that started after it", () =>
+    Effect.gen(function*() {
+      const started = yield* Ref.make(0)
+      const release = yield* Deferred.make<void>()
+      const pass = Effect.zipRight(Ref.update(started, (n) => n + 1), Deferred.await(release))
+      const resyncs = yield* makeResyncs(pass)
+      yield* Effect.forkScoped(resyncs.worker)
+      const first = yield* Effect.fork(resyncs.request)
+      yield* TestClock.adjust("1 millis")
+      expect(yield* Ref.get(started)).toBe(1)
+      // five reconnects while the first pass runs: one more pass, not five
+      const waiting = yield* Effect.forEach([1, 2, 3, 4, 5], () => Effect.fork(resyncs.request))
+      yield* TestClock.adjust("1 millis")
+      expect(yield* Ref.get(started)).toBe(1)
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(first)
+      yield* Effect.forEach(waiting, Fiber.join)
+      expect(yield* Ref.get(started)).toBe(2)
+    }))
+
+  it.scoped("the passes run in the worker: with it gone (the daemon ended), no pass starts", () =>
+    Effect.gen(function*() {
+      const started = yield* Ref.make(0)
+      const resyncs = yield* makeResyncs(Ref.update(started, (n) => n + 1))
+      const worker = yield* Effect.fork(resyncs.worker)
+      yield* resyncs.request
+      expect(yield* Ref.get(started)).toBe(1)
+      yield* Fiber.interrupt(worker)
+      const orphan = yield* Effect.fork(resyncs.request)
+      yield* TestClock.adjust("1 hour")
+      expect(yield* Ref.get(started)).toBe(1)
+      expect(orphan.unsafePoll()).toBeNull()
+    }))
+})
+
+describe("the stream's reconnects", () => {
+  const hooks = (log: Array<string>): EventSourceHooks => ({
+    connected: (source) => Effect.sync(() => log.push(`connected ${source}`)),
+    disconnected: (source) => Effect.sync(() => log.push(`disconnected ${source}`)),
+    resync: Effect.sync(() => log.push("resync")),
+    handler: { handle: () => Effect.succeed("ignored" as const), statusUpdate: () => Effect.succeed("ignored" as const) }
+  })
+
+  it.effect("follow the one retry policy (exponential from 1 s, jittered 0.8-1.2), under the TestClock", () =>
+    Effect.gen(function*() {
+      const { marathon, layer } = memory()
+      marathon.fault = { _tag: "Refuse" }
+      const log: Array<string> = []
+      const attempts = () => log.filter((line) => line === "disconnected sse").length
+      const fiber = yield* Effect.fork(runEventSource(settings({ events: "sse", reconnectBase: "1 second", reconnectCap: "30 seconds" }), hooks(log)).pipe(Effect.provide(layer)))
+      yield* TestClock.adjust("790 millis")
+      expect(attempts()).toBe(1)
+      yield* TestClock.adjust("420 millis") // 1.21 s: the first delay was at most 1.2 s; the second is at least 1.6 s
+      expect(attempts()).toBe(2)
+      yield* TestClock.adjust("2390 millis") // 3.6 s: at most 1.2 + 2.4; the next at least 0.8 + 1.6 + 3.2
+      expect(attempts()).toBe(3)
+      // capped at 30 s (jittered at most 36 s): a quarter of an hour later, one attempt at least every 36 s
+      const before = attempts()
+      yield* TestClock.adjust("15 minutes")
+      expect(attempts() - before).toBeGreaterThanOrEqual(Math.floor(900 / 36) - 1)
+      expect(attempts() - before).toBeLessThanOrEqual(Math.ceil(900 / 24) + 2)
+      marathon.fault = undefined
+      yield* TestClock.adjust("40 seconds")
+      expect(log.filter((line) => line === "resync")).toEqual(["resync"])
+      expect(log.at(-1)).toBe("connected sse")
+      yield* Fiber.interrupt(fiber)
+    }))
+})
+
+describe("the callback subscription, checked on every pass", () => {
+  it.scoped("re-made when Marathon lost it; /ready is 503 while it cannot be checked", () =>
+    Effect.gen(function*() {
+      const { marathon, layer } = memory()
+      const daemonSettings = settings({ events: "callback", syncInterval: 30, host: "127.0.0.1", port: 0 })
+      const context = yield* Layer.build(layer)
+      const readiness = Context.get(context, Readiness)
+      yield* Effect.forkScoped(runDaemon(daemonSettings).pipe(Effect.provide(context)))
+      const callback = "http://127.0.0.1:0/events?registration=consular"
+      yield* TestClock.adjust("1 millis")
+      expect(marathon.subscriptions).toEqual([callback])
+      expect(yield* readiness.state).toEqual({ ready: true })
+
+      marathon.subscriptions.length = 0 // a Marathon restart that dropped its subscribers
+      yield* TestClock.adjust("30 seconds")
+      expect(marathon.subscriptions).toEqual([callback])
+      expect(yield* readiness.state).toEqual({ ready: true })
+
+      marathon.fault = { _tag: "Status", status: 403 }
+      yield* TestClock.adjust("30 seconds")
+      expect(yield* readiness.state).toEqual({ ready: false, reason: "event source not connected" })
+      marathon.fault = undefined
+      marathon.subscriptions.length = 0
+      yield* TestClock.adjust("30 seconds")
+      expect(marathon.subscriptions).toEqual([callback])
+      expect(yield* readiness.state).toEqual({ ready: true })
     }))
 })

@@ -1,11 +1,12 @@
 import { HttpClientRequest } from "@effect/platform"
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Cause, Chunk, Effect, Either, Fiber, Stream } from "effect"
+import { vi } from "vitest"
 import { createServer } from "node:http"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { createServer as createTcpServer } from "node:net"
+import { createServer as createTcpServer, Socket as NetSocket } from "node:net"
 import type { AddressInfo, Socket } from "node:net"
-import { makeTransport } from "../../src/services/HttpTransport.js"
+import { makeTransport, streamKeepAliveMillis } from "../../src/services/HttpTransport.js"
 import { makeHttp } from "../../src/services/Http.js"
 
 /**
@@ -246,5 +247,38 @@ describe("HttpTransport (Node's http under Http.ts)", () => {
       const dropping = yield* transport.openStream(HttpClientRequest.get(`${server.url}/drop`), 2_000)
       const dropped = yield* dropping.pipe(Stream.runCollect, Effect.either)
       assert(Either.isLeft(dropped) && dropped.left._tag === "RequestError" && dropped.left.reason === "Transport", "a dropped stream fails")
+    }))
+
+  it.scopedLive("a stream's socket sends TCP keep-alive probes after 15 s idle; pooled exchanges' sockets do not use that setting", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((request, response) => {
+        if (request.url === "/events") response.writeHead(200, { "content-type": "text/event-stream" }).flushHeaders()
+        else response.end("{}")
+      })
+      const port = Number(new URL(server.url).port)
+      const spy = vi.spyOn(NetSocket.prototype, "setKeepAlive")
+      yield* Effect.addFinalizer(() => Effect.sync(() => spy.mockRestore()))
+      const transport = yield* makeTransport({ connections: 2 })
+      yield* transport.exchange(HttpClientRequest.get(`${server.url}/v1/agent/services`), 2_000)
+      const toServer = () => spy.mock.contexts.flatMap((socket, i) => socket instanceof NetSocket && socket.remotePort === port ? [spy.mock.calls[i]] : [])
+      expect(toServer()).not.toContainEqual([true, streamKeepAliveMillis])
+      yield* transport.openStream(HttpClientRequest.get(`${server.url}/events`), 2_000)
+      expect(streamKeepAliveMillis).toBe(15_000)
+      expect(toServer()).toContainEqual([true, streamKeepAliveMillis])
+    }))
+
+  it.scopedLive("Http: the client's default headers go under a request's own (a stream's accept survives), never over", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((request, response) => {
+        if (request.url === "/v2/events") response.writeHead(200, { "content-type": "text/event-stream" }).end()
+        else response.end("{}")
+      })
+      const http = yield* makeHttp({ timeout: "2 seconds", retries: 0, headers: { Authorization: "token=t" } })
+      yield* http.send(HttpClientRequest.get(`${server.url}/v2/apps`), (response) => response.json)
+      yield* http.openStream(HttpClientRequest.get(`${server.url}/v2/events`).pipe(HttpClientRequest.setHeader("Accept", "text/event-stream")))
+      expect(server.seen.map((seen) => [seen.url, seen.headers["accept"], seen.headers["authorization"]])).toEqual([
+        ["/v2/apps", "application/json", "token=t"],
+        ["/v2/events", "text/event-stream", "token=t"]
+      ])
     }))
 })

@@ -134,6 +134,17 @@ export const marathonContract = (name: string, make: MakeMarathon) =>
           })
         ))
 
+      it.scopedLive("a Marathon 1.7-1.10 without callbacks answers its unknown route with a 500, after the retries", () =>
+        withMarathon((marathon, store) =>
+          Effect.gen(function*() {
+            store.callbacks = "removed"
+            store.unknownRouteStatus = 500
+            expect(asMarathonError(yield* Effect.flip(marathon.eventSubscriptions)).status).toBe(500)
+            expect(asMarathonError(yield* Effect.flip(marathon.subscribe(callback))).status).toBe(500)
+            expect(store.subscriptions).toEqual([])
+          })
+        ))
+
       it.scopedLive("a Marathon without the http_callback subscriber refuses with a 400", () =>
         withMarathon((marathon, store) =>
           Effect.gen(function*() {
