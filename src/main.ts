@@ -6,7 +6,10 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Config, Console, Data, Duration, Effect, Layer, LogLevel, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
 import { applyHeapPolicy } from "./HeapPolicy.js"
+import { parseGoDuration, sessionTtlMaxMillis, sessionTtlMinMillis } from "./domain/ConsulApi.js"
+import { leaderKey as defaultLeaderKey, leaderKeyProblem } from "./domain/Naming.js"
 import { ConsulLive } from "./services/Consul.js"
+import { LeadershipLive } from "./services/Leadership.js"
 import { LoggerLive } from "./services/Logger.js"
 import { MarathonLive } from "./services/Marathon.js"
 import type { DaemonSettings } from "./programs/Daemon.js"
@@ -16,8 +19,12 @@ import { planLines, summaryLines, syncOnce } from "./programs/Sync.js"
 
 // consular [--scheme S] [--host H] [--port P] [--consul URL] [--marathon URL] [--registration-id ID]
 //          [--sync-interval N] [--purge/--no-purge] [--logfile F] [--debug/--no-debug] [--timeout S]
-//          [--fallback/--no-fallback] [--fallback-timeout S] [run | sync [--dry-run] | demo]
+//          [--fallback/--no-fallback] [--fallback-timeout S] [--leader-election [--leader-key K] [--session-ttl D]]
+//          [run | sync [--dry-run] | demo]
 // The flags, names and defaults are the Python consular's: existing users swap it in unchanged.
+
+/** the version `--version` prints and a leader writes in its lock key */
+const version = "0.1.0"
 
 const invalid = (flag: string, why: string) => (): HelpDoc.HelpDoc => HelpDoc.p(`--${flag}: ${why}`)
 
@@ -102,6 +109,28 @@ const fallbackTimeout = numberFlag("fallback-timeout", 2, (n) => n > 0, "must be
 const maxEventBytes = numberFlag("max-event-bytes", 1024 * 1024, (n) => Number.isInteger(n) && n >= 1, "must be a positive whole number of bytes").pipe(
   Options.withDescription("largest event body accepted in bytes; larger ones get 413 (default: 1048576)")
 )
+const leaderElection = Options.boolean("leader-election").pipe(
+  Options.withDescription("several instances with one registration id: only the holder of a Consul session lock syncs and applies events")
+)
+const leaderKey = Options.text("leader-key").pipe(
+  Options.optional,
+  Options.mapTryCatch((key) => Option.map(key, (k) => {
+    const problem = leaderKeyProblem(k)
+    if (problem !== undefined) throw new Error(problem)
+    return k
+  }), (error) => HelpDoc.p(`--leader-key: ${error instanceof Error ? error.message : "invalid"}`)),
+  Options.withDescription("the Consul KV key the leader locks (default: service/consular/<registration-id>/leader)")
+)
+const sessionTtl = Options.text("session-ttl").pipe(
+  Options.withDefault("15s"),
+  Options.mapTryCatch((raw) => {
+    const text = raw.trim()
+    const millis = /^\d+(\.\d+)?$/.test(text) ? Number(text) * 1000 : parseGoDuration(text)
+    if (millis === undefined || millis < sessionTtlMinMillis || millis > sessionTtlMaxMillis) throw new Error(raw)
+    return Duration.millis(millis)
+  }, invalid("session-ttl", "must be a duration from 10s (Consul's minimum) to 24h, e.g. 15s, 1m, or a number of seconds")),
+  Options.withDescription("TTL of the leader election's Consul session, renewed at half of it (default: 15s)")
+)
 const dryRun = Options.boolean("dry-run").pipe(Options.withDescription("print the plan, write nothing"))
 
 const events = choiceFlag("events", ["auto", "callback", "sse"], "auto").pipe(
@@ -153,7 +182,7 @@ const commonOptions = {
   consulToken, consulTokenFile, consulCaFile, consulCertFile, consulKeyFile, consulSkipVerify,
   marathonCaFile, marathonCertFile, marathonKeyFile, marathonSkipVerify, marathonUser, marathonPasswordFile, marathonTokenFile
 }
-const daemonOptions = { ...commonOptions, scheme, host, port, syncInterval, maxEventBytes, events, eventsSecretFile }
+const daemonOptions = { ...commonOptions, scheme, host, port, syncInterval, maxEventBytes, events, eventsSecretFile, leaderElection, leaderKey, sessionTtl }
 type CommonOptions = Command.Command.ParseConfig<typeof commonOptions>
 type DaemonOptions = Command.Command.ParseConfig<typeof daemonOptions>
 
@@ -206,18 +235,20 @@ const upstreamSecurity = (o: CommonOptions) =>
 const untraced = Layer.setTracerEnabled(false)
 
 /** Every layer factory is called here, once per invocation. */
-const servicesLive = (o: CommonOptions) =>
-  Layer.unwrapEffect(Effect.map(upstreamSecurity(o), (security) =>
-    Layer.mergeAll(
-      ConsulLive({
-        url: o.consul,
-        timeout: seconds(o.timeout),
-        retries: 3,
-        debug: o.debug,
-        fallbackTimeout: seconds(o.fallbackTimeout),
-        headers: security.consulHeaders,
-        tls: security.consulTls
-      }),
+const servicesLive = (o: CommonOptions, options: { readonly leaderElection?: boolean } = {}) =>
+  Layer.unwrapEffect(Effect.map(upstreamSecurity(o), (security) => {
+    const consulSettings = {
+      url: o.consul,
+      timeout: seconds(o.timeout),
+      retries: 3,
+      debug: o.debug,
+      fallbackTimeout: seconds(o.fallbackTimeout),
+      headers: security.consulHeaders,
+      tls: security.consulTls
+    }
+    return Layer.mergeAll(
+      ConsulLive(consulSettings),
+      options.leaderElection === true ? LeadershipLive(consulSettings) : Layer.empty,
       MarathonLive({
         url: o.marathon,
         timeout: seconds(o.timeout),
@@ -229,7 +260,7 @@ const servicesLive = (o: CommonOptions) =>
       LedgerLive,
       TopologyLive(o.consul)
     )
-  ))
+  }))
 
 const loggerLive = (o: CommonOptions, oneShot: boolean) =>
   LoggerLive({
@@ -268,7 +299,10 @@ const runHandler = (o: DaemonOptions) => {
     syncInterval: o.syncInterval,
     maxEventBytes: o.maxEventBytes,
     events: o.events,
-    eventsSecret: Option.getOrUndefined(o.eventsSecretFile)
+    eventsSecret: Option.getOrUndefined(o.eventsSecretFile),
+    leaderElection: o.leaderElection
+      ? { key: Option.getOrElse(o.leaderKey, () => defaultLeaderKey(o.registrationId)), sessionTtl: o.sessionTtl, version }
+      : undefined
   }
   return Effect.flatMap(loadDaemon, ({ daemonObservability, runDaemon }) =>
     runDaemon(settings).pipe(
@@ -276,7 +310,7 @@ const runHandler = (o: DaemonOptions) => {
         Console.error(`consular: cannot listen on ${o.host}:${o.port}: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`).pipe(
           Effect.zipRight(Effect.fail(error))
         )),
-      Effect.provide(Layer.mergeAll(servicesLive(o), daemonObservability(settings), loggerLive(o, false), untraced)),
+      Effect.provide(Layer.mergeAll(servicesLive(o, { leaderElection: o.leaderElection }), daemonObservability(settings), loggerLive(o, false), untraced)),
       reportUsage
     ))
 }
@@ -310,7 +344,7 @@ const demo = Command.make("demo", {}, () => Effect.flatMap(loadDemo, ({ runDemo 
 
 const cli = Command.run(consular.pipe(Command.withSubcommands([run, sync, demo])), {
   name: "consular",
-  version: "0.1.0"
+  version
 })
 
 applyHeapPolicy()

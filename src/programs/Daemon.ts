@@ -1,7 +1,8 @@
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { timingSafeEqual } from "node:crypto"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import { Duration, Effect, Layer, Schedule } from "effect"
+import { Duration, Effect, Layer, Option, Schedule } from "effect"
+import type { Context } from "effect"
 import { createServer } from "node:http"
 import { eventRoutes, makeEventHandler } from "./Events.js"
 import type { EventHandler } from "./Events.js"
@@ -12,6 +13,11 @@ import { runEventSource } from "./EventSource.js"
 import { Metrics, MetricsLive } from "../services/Metrics.js"
 import { observeEvent, observeSync, operationsApp, Readiness, ReadinessLive } from "./Operations.js"
 import type { EventSourceHooks, EventSourceSettings } from "./EventSource.js"
+import { eventsCallbackUrl } from "./EventSource.js"
+import { makeElection, refuseEventsUnlessLeading } from "./Election.js"
+import type { Election, LeaderElectionOptions } from "./Election.js"
+import { Leadership } from "../services/Leadership.js"
+import { Marathon } from "../services/Marathon.js"
 
 /**
  * `consular run`: the event receiver, the Marathon subscription and the periodic sync, side by side, so that a
@@ -21,6 +27,8 @@ import type { EventSourceHooks, EventSourceSettings } from "./EventSource.js"
 export interface DaemonSettings extends EventSettings, SyncSettings, EventSourceSettings {
   /** seconds between sync passes; 0: events only */
   readonly syncInterval: number
+  /** --leader-election: only the instance holding the Consul lock syncs, purges and applies events */
+  readonly leaderElection?: LeaderElectionOptions | undefined
 }
 
 /** One pass, measured, whose failure is logged, not raised: the loops that run it must go on. */
@@ -60,10 +68,11 @@ const requireSecret = (secret: string | undefined) => <E, R>(app: Effect.Effect<
   })
 
 /** The daemon's HTTP app: events, `GET /`, /health, /ready, /metrics, JSON 404s for the rest. */
-export const appFor = (settings: DaemonSettings, handler: EventHandler, operations: HttpRouter.HttpRouter) =>
+export const appFor = (settings: DaemonSettings, handler: EventHandler, operations: HttpRouter.HttpRouter, election?: Election) =>
   eventRoutes(handler, settings).pipe(
     HttpRouter.concat(operations),
     HttpRouter.all("*", Effect.succeed(notFound)),
+    refuseEventsUnlessLeading(election),
     requireSecret(settings.eventsSecret)
   )
 
@@ -75,7 +84,12 @@ const measuredHandler = (handler: EventHandler) =>
   }))
 
 /** Whether /ready waits for a first sync: only when some pass is going to run. */
-const readinessSettings = (settings: DaemonSettings) => ({ requireSync: settings.syncInterval > 0 || settings.events === "sse" })
+const readinessSettings = (settings: DaemonSettings) => ({
+  // a leader always takes over with a full pass
+  requireSync: settings.syncInterval > 0 || settings.events === "sse" || settings.leaderElection !== undefined,
+  self: `${settings.host}:${settings.port}`,
+  election: settings.leaderElection !== undefined
+})
 
 /** The app as the daemon serves it, with its own metrics and readiness: for tests. */
 export const daemonApp = (settings: DaemonSettings) =>
@@ -107,8 +121,9 @@ export const serveLayer = (settings: Pick<DaemonSettings, "host" | "port">) =>
 
 export const runDaemon = (settings: DaemonSettings) =>
   Effect.gen(function*() {
+    const election = settings.leaderElection === undefined ? undefined : yield* electionFor(settings, settings.leaderElection)
     const handler = yield* measuredHandler(yield* makeEventHandler(settings))
-    const app = appFor(settings, handler, yield* operationsApp)
+    const app = appFor(settings, handler, yield* operationsApp, election)
     const metrics = yield* Metrics
     const readiness = yield* Readiness
     const server = HttpServer.serve(app).pipe(
@@ -118,7 +133,11 @@ export const runDaemon = (settings: DaemonSettings) =>
     )
     // passes never overlap, whether the schedule or a stream reconnect asks for one
     const passes = yield* Effect.makeSemaphore(1)
-    const pass = passes.withPermits(1)(loggedPass(settings))
+    const loggedOnce = passes.withPermits(1)(loggedPass(settings))
+    // a leader confirms it still holds the lock before each pass
+    const pass = election === undefined
+      ? loggedOnce
+      : Effect.flatMap(election.confirm, (confirmed) => confirmed ? loggedOnce : Effect.logWarning("sync skipped: not the leader"))
     const context = yield* Effect.context<SyncRequirements>()
     const hooks: EventSourceHooks = {
       handler,
@@ -136,9 +155,32 @@ export const runDaemon = (settings: DaemonSettings) =>
           metrics.eventSourceReconnected(source)
         ], { discard: true })
     }
+    const work = Effect.all([
+      runEventSource(settings, hooks),
+      settings.syncInterval > 0 ? periodicSync(settings, pass) : election === undefined ? Effect.void : pass
+    ], { concurrency: "unbounded", discard: true })
     yield* Effect.all([
       server,
-      runEventSource(settings, hooks),
-      settings.syncInterval > 0 ? periodicSync(settings, pass) : Effect.void
+      election === undefined ? work : election.run(work, stepDown(settings, hooks, yield* Marathon))
     ], { concurrency: "unbounded", discard: true })
+  })
+
+/** The election, over the Leadership service main.ts provides to a daemon started with --leader-election. */
+const electionFor = (settings: DaemonSettings, options: LeaderElectionOptions) =>
+  Effect.flatMap(Effect.serviceOption(Leadership), (leadership) =>
+    Option.isNone(leadership)
+      ? Effect.dieMessage("--leader-election: no Leadership service provided")
+      : makeElection({ ...options, host: settings.host, port: settings.port, registrationId: settings.registrationId }).pipe(
+        Effect.provideService(Leadership, leadership.value)
+      ))
+
+/** A leader stepping down stops Marathon calling it back (a follower answers 503) and its source counts as down. */
+const stepDown = (settings: DaemonSettings, hooks: EventSourceHooks, marathon: Context.Tag.Service<typeof Marathon>) =>
+  Effect.gen(function*() {
+    yield* hooks.disconnected("callback", "stepped down")
+    if (settings.events === "sse") return
+    yield* marathon.unsubscribe(eventsCallbackUrl(settings)).pipe(
+      Effect.tap(() => Effect.logInfo("event callback unsubscribed")),
+      Effect.catchAll((error) => Effect.logWarning("event callback not unsubscribed").pipe(Effect.annotateLogs({ error: error.message })))
+    )
   })

@@ -3,7 +3,7 @@ import { Context, Duration, Effect, Either, Layer, Schema } from "effect"
 import { AgentServices, CatalogNodes, KvEntries, KvKeys, Registration, TxnOperations } from "../domain/ConsulApi.js"
 import type { AgentService, CatalogNode, TxnOperation } from "../domain/ConsulApi.js"
 import { ConsulError, NotFound } from "../domain/Errors.js"
-import { agentUrl } from "../domain/Naming.js"
+import { agentUrl, kvPath } from "../domain/Naming.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
 import * as Http from "./Http.js"
 import { ConsulStore } from "./ConsulStore.js"
@@ -52,8 +52,6 @@ export interface ConsulSettings extends HttpSettings {
   readonly fallbackTimeout?: Duration.DurationInput | undefined
 }
 
-/** A key in a URL path: each segment encoded, the slashes kept (Consul decodes the path). */
-const kvPath = (key: string): string => `/v1/kv/${key.split("/").map(encodeURIComponent).join("/")}`
 
 const consulError = (operation: string, agent?: string) => (failure: UpstreamFailure): ConsulError =>
   new ConsulError({

@@ -1,5 +1,5 @@
 import type { AgentService, CatalogNode, Registration, TxnOperation } from "../domain/ConsulApi.js"
-import { maxTxnOperations } from "../domain/ConsulApi.js"
+import { goDurationText, maxTxnOperations, parseGoDuration, sessionTtlMaxMillis, sessionTtlMinMillis } from "../domain/ConsulApi.js"
 
 /**
  * The state of a Consul datacenter held in memory: agents with their own service tables, one catalog, one KV
@@ -412,33 +412,8 @@ export interface SessionRequest {
   readonly Behavior?: string | undefined
 }
 
-/** Consul's bounds: `session_ttl_min` (default 10s) and `SessionTTLMax` (24h); `MaxLockDelay` is 60s. */
-export const sessionTtlMinMillis = 10_000
-export const sessionTtlMaxMillis = 24 * 3_600_000
 const maxLockDelayMillis = 60_000
 const defaultLockDelayMillis = 15_000
-
-const goUnits: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, "μs": 1e-3, ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }
-
-/** Go's time.ParseDuration, in milliseconds (fractions kept); undefined when Go would refuse it. */
-export const parseGoDuration = (raw: string): number | undefined => {
-  const match = /^([-+]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+$/.exec(raw)
-  if (raw === "0") return 0
-  if (match === null) return undefined
-  let total = 0
-  for (const part of raw.replace(/^[-+]/, "").matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/g)) {
-    total += Number(part[1]) * goUnits[part[2]!]!
-  }
-  return match[1] === "-" ? -total : total
-}
-
-/** A duration as Go's %v prints it, for the few values Consul's messages show (10s, 24h0m0s). */
-const goDurationText = (millis: number): string => {
-  const hours = Math.floor(millis / 3_600_000)
-  const minutes = Math.floor((millis % 3_600_000) / 60_000)
-  const seconds = (millis % 60_000) / 1_000
-  return hours > 0 ? `${hours}h${minutes}m${seconds}s` : minutes > 0 ? `${minutes}m${seconds}s` : `${seconds}s`
-}
 
 /** Consul's FixupLockDelay: a duration string, or nanoseconds; a value under 1000 means seconds. */
 const lockDelayOf = (raw: string | number | undefined): number | undefined => {

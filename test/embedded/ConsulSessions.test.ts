@@ -1,7 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { serveConsul } from "../../src/embedded/ConsulServer.js"
-import { ConsulStore, parseGoDuration } from "../../src/services/ConsulStore.js"
+import { parseGoDuration } from "../../src/domain/ConsulApi.js"
+import { ConsulStore } from "../../src/services/ConsulStore.js"
 import { call } from "../support/Fetch.js"
 
 /**
