@@ -1,5 +1,5 @@
 import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Clock, Deferred, Duration, Effect, Either, Ref } from "effect"
+import { Clock, Deferred, Duration, Effect, Either, Fiber, Ref } from "effect"
 import type { ConsulError } from "../domain/Errors.js"
 import { Leadership } from "../services/Leadership.js"
 import type { LockState } from "../services/Leadership.js"
@@ -193,22 +193,25 @@ export const makeElection = (settings: ElectionSettings) =>
         yield* Ref.set(leaderAt, self)
         yield* Effect.all([metrics.leader(true), metrics.leaderChanged, publishRole], { discard: true })
         yield* Effect.logInfo("leading").pipe(Effect.annotateLogs({ key: settings.key }))
-        // work that ends (a callback subscribed, one pass run) leaves the instance leading all the same
-        const reason = yield* Effect.raceFirst(Effect.zipRight(work, Effect.never), watchOwnLock(session))
+        // work that ends (a callback subscribed, one pass run) leaves the instance leading all the same; joined, a
+        // defect in it still ends the process; whatever ends the leading, the work has stopped before anything else
+        const working = yield* Effect.fork(Effect.zipRight(work, Effect.never))
+        const reason = yield* Effect.raceFirst(Fiber.join(working), watchOwnLock(session)).pipe(Effect.ensuring(Fiber.interrupt(working)))
         yield* Effect.logWarning("stepping down").pipe(Effect.annotateLogs({ reason }))
       }).pipe(
-        // first stop writing (the work is interrupted by now), then say so, then give the lock back
+        // the work has stopped by now: refuse events, then give the lock back while Marathon is told to stop
+        // calling (the next leader need not wait for that)
         Effect.ensuring(Effect.gen(function*() {
           yield* Ref.update(lease, (current) => current === undefined ? current : { ...current, leading: false })
-          yield* stepDown.pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore)
+          yield* Effect.all([
+            stepDown.pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore),
+            leadership.release(settings.key, session, value).pipe(
+              Effect.timeout(Duration.seconds(2)),
+              Effect.catchAll((error) => Effect.logDebug("lock not released").pipe(Effect.annotateLogs({ error: String(error) })))
+            )
+          ], { concurrency: "unbounded", discard: true })
           yield* Effect.all([metrics.leader(false), metrics.leaderChanged, publishRole], { discard: true })
-        })),
-        Effect.ensuring(
-          leadership.release(settings.key, session, value).pipe(
-            Effect.timeout(Duration.seconds(2)),
-            Effect.catchAll((error) => Effect.logDebug("lock not released").pipe(Effect.annotateLogs({ error: String(error) })))
-          )
-        )
+        }))
       )
 
     /** One session: campaign with it, lead while holding the lock, until the session is lost. */
@@ -241,7 +244,10 @@ export const makeElection = (settings: ElectionSettings) =>
             else yield* waitForFreeLock(session)
           }
         })
-        const reason = yield* Effect.raceFirst(campaign, Deferred.await(signal))
+        // the campaign (and a leader's work, step-down and release) has ended before the session is destroyed:
+        // destroyed first, the session would put its key under the lock delay
+        const campaigning = yield* Effect.fork(campaign)
+        const reason = yield* Effect.raceFirst(Fiber.join(campaigning), Deferred.await(signal)).pipe(Effect.ensuring(Fiber.interrupt(campaigning)))
         yield* Effect.logWarning("leadership session lost").pipe(Effect.annotateLogs({ reason }))
       }))
 
