@@ -22,13 +22,15 @@ const ours = {
   consular_events_total: "counter",
   consular_event_duration_seconds: "histogram",
   consular_event_source_connected: "gauge",
-  consular_event_source_reconnects_total: "counter"
+  consular_event_source_reconnects_total: "counter",
+  consular_leader: "gauge",
+  consular_leader_changes_total: "counter"
 } as const
 
 const emptyReport: SyncCounts = { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [], consulReached: true }
 
 describe("Metrics", () => {
-  it.effect("exposes our twelve metrics, each with HELP and TYPE, and the process metrics, in Prometheus text", () =>
+  it.effect("exposes our fourteen metrics, each with HELP and TYPE, and the process metrics, in Prometheus text", () =>
     Effect.gen(function*() {
       const { contentType, exposition } = yield* scrape
       expect(contentType).toBe("text/plain; version=0.0.4; charset=utf-8")
@@ -57,6 +59,9 @@ describe("Metrics", () => {
       expect(exposition.value("consular_deregistrations_total")).toBe(0)
       expect(exposition.value("consular_kv_writes_total")).toBe(0)
       expect(exposition.value("consular_kv_deletes_total")).toBe(0)
+      // without --leader-election an instance always leads; the election sets the gauge to 0 when it starts
+      expect(exposition.value("consular_leader")).toBe(1)
+      expect(exposition.value("consular_leader_changes_total")).toBe(0)
       for (const source of ["callback", "sse"]) {
         expect(exposition.value("consular_event_source_connected", { source })).toBe(0)
         expect(exposition.value("consular_event_source_reconnects_total", { source })).toBe(0)
