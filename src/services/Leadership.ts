@@ -1,10 +1,10 @@
 import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { Clock, Context, Duration, Effect, Layer } from "effect"
+import { Clock, Context, Duration, Effect, Either, Layer } from "effect"
 import { goDurationText, LockEntries, SessionCreate, SessionCreated } from "../domain/ConsulApi.js"
 import { ConsulError, NotFound } from "../domain/Errors.js"
 import { kvPath } from "../domain/Naming.js"
 import type { ConsulSettings } from "./Consul.js"
-import type { ConsulOperation, ConsulStore } from "./ConsulStore.js"
+import type { ConsulOperation, ConsulStore, SessionRefusal } from "./ConsulStore.js"
 import * as Http from "./Http.js"
 import type { HttpFailure, UpstreamFailure } from "./Http.js"
 
@@ -168,7 +168,8 @@ export const LeadershipLive = (settings: ConsulSettings): Layer.Layer<Leadership
  */
 export const makeLeadershipMemory = (store: ConsulStore, settings: { readonly timeout?: Duration.DurationInput } = {}) => {
   const timeout = settings.timeout ?? "5 seconds"
-  const request = <A>(operation: ConsulOperation, label: string, run: (now: number) => A | { readonly status: number; readonly body: string }) =>
+  /** `run` answers the outcome, or Consul's refusal (status and text) */
+  const request = <A>(operation: ConsulOperation, label: string, run: (now: number) => Either.Either<A, SessionRefusal>) =>
     Effect.gen(function*() {
       const admission = store.admit(store.main, operation)
       const now = yield* Clock.currentTimeMillis
@@ -185,13 +186,14 @@ export const makeLeadershipMemory = (store: ConsulStore, settings: { readonly ti
           break
       }
       const outcome = run(now)
-      if (typeof outcome === "object" && outcome !== null && "status" in outcome && "body" in outcome) {
-        return yield* fail("Status", `answered ${outcome.status}: ${outcome.body}`, outcome.status)
-      }
-      return outcome as A
+      if (Either.isLeft(outcome)) return yield* fail("Status", `answered ${outcome.left.status}: ${outcome.left.body}`, outcome.left.status)
+      return outcome.right
     }).pipe(
       Effect.timeoutFail({ duration: timeout, onTimeout: () => new ConsulError({ operation: label, reason: "Timeout", detail: "no answer in time" }) })
     )
+
+  const answered = <A>(outcome: A | SessionRefusal): Either.Either<A, SessionRefusal> =>
+    typeof outcome === "object" && outcome !== null && "status" in outcome && "body" in outcome ? Either.left(outcome) : Either.right(outcome)
 
   const lockState = (key: string): LockState => ({
     index: store.keyIndex(key),
@@ -213,7 +215,7 @@ export const makeLeadershipMemory = (store: ConsulStore, settings: { readonly ti
     Effect.gen(function*() {
       const first = yield* request("kv.get", "read lock", (now) => {
         store.expireSessions(now)
-        return lockState(key)
+        return Either.right(lockState(key))
       })
       if (block === undefined || first.index > block.index) return first
       const deadline = (yield* Clock.currentTimeMillis) + Duration.toMillis(block.wait)
@@ -236,15 +238,15 @@ export const makeLeadershipMemory = (store: ConsulStore, settings: { readonly ti
           LockDelay: goDurationText(Duration.toMillis(spec.lockDelay)),
           Behavior: "release"
         }, now)
-        return "id" in created ? created.id : created
+        return "id" in created ? Either.right(created.id) : Either.left(created)
       }),
     renewSession: (session) =>
-      request("session.renew", "renew session", (now) => store.renewSession(session, now) !== undefined).pipe(
+      request("session.renew", "renew session", (now) => Either.right(store.renewSession(session, now) !== undefined)).pipe(
         Effect.flatMap((found) => found ? Effect.void : Effect.fail(new NotFound({ resource: `session ${session}` })))
       ),
-    destroySession: (session) => request("session.destroy", "destroy session", (now) => store.destroySession(session, now)),
-    acquire: (key, session, value) => request("kv.acquire", "acquire lock", (now) => store.acquire(key, session, value, now)),
-    release: (key, session, value) => request("kv.release", "release lock", (now) => store.release(key, session, value, now)),
+    destroySession: (session) => request("session.destroy", "destroy session", (now) => Either.right(store.destroySession(session, now))),
+    acquire: (key, session, value) => request("kv.acquire", "acquire lock", (now) => answered(store.acquire(key, session, value, now))),
+    release: (key, session, value) => request("kv.release", "release lock", (now) => Either.right(store.release(key, session, value, now))),
     readLock
   })
 }
