@@ -5,7 +5,7 @@ import { makeDatacenter } from "../support/Datacenter.js"
 import type { Datacenter } from "../support/Datacenter.js"
 import { statusUpdate } from "../support/Daemon.js"
 import { parsePrometheus } from "../support/Prometheus.js"
-import { eventually, freePort, startCli } from "../support/Process.js"
+import { eventually, freePort, runCli, startCli } from "../support/Process.js"
 import type { Daemon } from "../support/Process.js"
 
 /**
@@ -267,5 +267,39 @@ describe("--leader-election: three daemons, one leader", () => {
       }, 20_000)
       expect(claims.overlaps).toEqual([])
       expectOneWriterAtATime(dc.consul)
+    }), 90_000)
+})
+
+describe("--leader-election flags", () => {
+  it.scopedLive("--session-ttl below Consul's 10 s and --leader-key under consular/ are refused naming the flag", () =>
+    Effect.gen(function*() {
+      const short = yield* runCli(["run", "--leader-election", "--session-ttl", "5s"])
+      expect(short.code).toBe(1)
+      expect(short.stdout + short.stderr).toContain("--session-ttl: must be a duration from 10s (Consul's minimum)")
+      const garbled = yield* runCli(["run", "--leader-election", "--session-ttl", "soon"])
+      expect(garbled.code).toBe(1)
+      expect(garbled.stdout + garbled.stderr).toContain("--session-ttl")
+      const labels = yield* runCli(["run", "--leader-election", "--leader-key", "consular/leader"])
+      expect(labels.code).toBe(1)
+      expect(labels.stdout + labels.stderr).toContain("--leader-key: must not be under consular/")
+    }), 60_000)
+
+  it.scopedLive("--session-ttl 1m or a bare number of seconds; --leader-key names the key the session locks", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter()
+      for (const [ttl, sent, lockKey] of [["1m", "1m0s", "service/ops/consular-leader"], ["20", "20s", "service/consular/consular/leader"]] as const) {
+        const port = yield* freePort()
+        const extra = lockKey === "service/ops/consular-leader" ? ["--leader-key", lockKey] : []
+        const daemon = yield* startCli(["run", "--host", "127.0.0.1", "--port", `${port}`, "--consul", dc.consulUrl.href,
+          "--marathon", dc.marathonUrl.href, "--events", "callback", "--leader-election", "--session-ttl", ttl, ...extra])
+        yield* eventually(`a session with TTL ${sent} holds ${lockKey}`, () => {
+          const holder = dc.consul.keyMeta.get(lockKey)?.Session
+          return holder !== undefined && dc.consul.sessions.get(holder)?.TTL === sent
+        }, 20_000)
+        const session = dc.consul.sessions.get(dc.consul.keyMeta.get(lockKey)!.Session!)!
+        expect(session).toMatchObject({ Behavior: "release", lockDelayMillis: 1_000, Name: "consular consular" })
+        expect(yield* daemon.stop("SIGTERM")).toBe(0)
+        expect(dc.consul.sessions.size).toBe(0) // destroyed on the way out
+      }
     }), 90_000)
 })
