@@ -140,7 +140,10 @@ export const runDaemon = (settings: DaemonSettings) =>
       : Effect.flatMap(election.confirm, (confirmed) => confirmed ? loggedOnce : Effect.logWarning("sync skipped: not the leader"))
     const context = yield* Effect.context<SyncRequirements>()
     const hooks: EventSourceHooks = {
-      handler,
+      // a leader past its lease (a paused process) applies no event from the stream either
+      handler: election === undefined
+        ? handler
+        : { ...handler, handle: (decoded) => Effect.flatMap(election.leading, (leading) => leading ? handler.handle(decoded) : Effect.succeed("skipped" as const)) },
       resync: Effect.provide(pass, context),
       connected: (source) =>
         Effect.all([
@@ -177,7 +180,7 @@ const electionFor = (settings: DaemonSettings, options: LeaderElectionOptions) =
 /** A leader stepping down stops Marathon calling it back (a follower answers 503) and its source counts as down. */
 const stepDown = (settings: DaemonSettings, hooks: EventSourceHooks, marathon: Context.Tag.Service<typeof Marathon>) =>
   Effect.gen(function*() {
-    yield* hooks.disconnected("callback", "stepped down")
+    yield* hooks.disconnected(settings.events === "sse" ? "sse" : "callback", "stepped down")
     if (settings.events === "sse") return
     yield* marathon.unsubscribe(eventsCallbackUrl(settings)).pipe(
       Effect.tap(() => Effect.logInfo("event callback unsubscribed")),
