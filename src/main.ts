@@ -5,8 +5,11 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Config, Console, Data, Duration, Effect, Either, Exit, FiberRef, Layer, Logger, LogLevel, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
 import { applyHeapPolicy } from "./HeapPolicy.js"
+import { sessionTtlMaxMillis, sessionTtlMinMillis } from "./domain/ConsulApi.js"
+import { leaderKey as defaultLeaderKey, leaderKeyProblem } from "./domain/Naming.js"
 import { ConsulLive } from "./services/Consul.js"
 import { HostResolverLive } from "./services/HostResolver.js"
+import { LeadershipLive } from "./services/Leadership.js"
 import { LoggerLive } from "./services/Logger.js"
 import { MarathonLive } from "./services/Marathon.js"
 import type { DaemonSettings } from "./programs/Daemon.js"
@@ -45,6 +48,9 @@ const define = <A>(doc: FlagDoc, options: Options.Options<A>): Options.Options<A
   flagDocs.push(doc)
   return options
 }
+
+/** the version `--version` prints and a leader writes in its lock key */
+const version = "0.1.0"
 
 const invalid = (flag: string, why: string) => (): HelpDoc.HelpDoc => HelpDoc.p(`--${flag}: ${why}`)
 
@@ -227,6 +233,28 @@ const maxEventBytes = valueFlag({
   const n = number(raw)
   return n !== undefined && Number.isInteger(n) && n >= 1 ? n : undefined
 }, "must be a positive whole number of bytes")
+const leaderElection = switchFlag({
+  name: "leader-election", group: "daemon", applies: "daemon", default: "off",
+  description: "several instances with one registration id: only the holder of a Consul session lock syncs and applies events"
+})
+const leaderKey = define(
+  { name: "leader-key", group: "daemon", applies: "daemon", value: "KEY", default: "service/consular/<registration-id>/leader", description: "the Consul KV key the leader locks" },
+  Options.text("leader-key").pipe(
+    Options.optional,
+    Options.mapTryCatch((key) => Option.map(key, (k) => {
+      const problem = leaderKeyProblem(k.trim())
+      if (problem !== undefined) throw new Error(problem)
+      return k.trim()
+    }), (error) => HelpDoc.p(`--leader-key: ${error instanceof Error ? error.message : "invalid"}`))
+  )
+)
+const sessionTtl = valueFlag({
+  name: "session-ttl", group: "daemon", applies: "daemon", value: "DURATION", default: "15s",
+  description: "TTL of the leader election's Consul session, renewed at half of it"
+}, (raw) => {
+  const millis = parseDuration(raw)
+  return millis !== undefined && millis >= sessionTtlMinMillis && millis <= sessionTtlMaxMillis ? Duration.millis(millis) : undefined
+}, "must be a duration from 10s (Consul's minimum) to 24h, e.g. 15s, 1m, or a number of seconds")
 
 // logging
 const logfile = define(
@@ -252,7 +280,8 @@ const flags = {
   consul, marathon, timeout, registrationId, purge, fallback, fallbackTimeout, dryRun,
   consulToken, consulTokenFile, consulCaFile, consulCertFile, consulKeyFile, consulSkipVerify,
   marathonCaFile, marathonCertFile, marathonKeyFile, marathonSkipVerify, marathonUser, marathonPasswordFile, marathonTokenFile,
-  eventsSecretFile, scheme, host, port, syncInterval, events, maxEventBytes, logfile, logFormat, debug
+  eventsSecretFile, scheme, host, port, syncInterval, events, maxEventBytes, leaderElection, leaderKey, sessionTtl,
+  logfile, logFormat, debug
 }
 type Flags = Command.Command.ParseConfig<typeof flags>
 
@@ -483,7 +512,10 @@ const daemonSettings = (o: Flags): DaemonSettings => ({
   syncInterval: Duration.toSeconds(o.syncInterval),
   maxEventBytes: o.maxEventBytes,
   events: o.events,
-  eventsSecret: Option.getOrUndefined(o.eventsSecretFile)
+  eventsSecret: Option.getOrUndefined(o.eventsSecretFile),
+  leaderElection: o.leaderElection
+    ? { key: Option.getOrElse(o.leaderKey, () => defaultLeaderKey(o.registrationId)), sessionTtl: o.sessionTtl, version }
+    : undefined
 })
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -493,17 +525,20 @@ const daemonSettings = (o: Flags): DaemonSettings => ({
 const untraced = Layer.setTracerEnabled(false)
 
 const servicesLive = (o: Flags) =>
-  Layer.unwrapEffect(Effect.map(upstreamSecurity(o), (security) =>
-    Layer.mergeAll(
-      ConsulLive({
-        url: o.consul,
-        timeout: o.timeout,
-        retries: 3,
-        debug: o.debug,
-        fallbackTimeout: o.fallbackTimeout,
-        headers: security.consulHeaders,
-        tls: security.consulTls
-      }),
+  Layer.unwrapEffect(Effect.map(upstreamSecurity(o), (security) => {
+    const consulSettings = {
+      url: o.consul,
+      timeout: o.timeout,
+      retries: 3,
+      debug: o.debug,
+      fallbackTimeout: o.fallbackTimeout,
+      headers: security.consulHeaders,
+      tls: security.consulTls
+    }
+    return Layer.mergeAll(
+      ConsulLive(consulSettings),
+      // the daemon's election only: a one-shot sync never takes the lock
+      o.leaderElection ? LeadershipLive(consulSettings) : Layer.empty,
       MarathonLive({
         url: o.marathon,
         timeout: o.timeout,
@@ -517,7 +552,7 @@ const servicesLive = (o: Flags) =>
       HostResolverLive({ timeout: o.timeout }),
       untraced
     )
-  ))
+  }))
 
 /** `--debug` means debug; otherwise `--log-level` (set on the fiber by `main`), info by default. */
 const loggerLive = (o: Flags, oneShot: boolean) =>
@@ -605,7 +640,7 @@ const run = Command.make("run", {}, () => Effect.flatMap(consular, runDaemon))
 const sync = Command.make("sync", {}, () => Effect.flatMap(consular, syncPass))
 const demo = Command.make("demo", {}, () => Effect.flatMap(loadDemo, ({ runDemo }) => runDemo))
 
-const cli = Command.run(consular.pipe(Command.withSubcommands([run, sync, demo])), { name: "consular", version: "0.1.0" })
+const cli = Command.run(consular.pipe(Command.withSubcommands([run, sync, demo])), { name: "consular", version })
 
 /** 0: done (or stopped by a signal); 2: a sync that did not land everything; 1: anything else. */
 const exitStatus = (exit: Exit.Exit<unknown, unknown>): number => {

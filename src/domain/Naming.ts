@@ -48,6 +48,23 @@ export const registration = (
 /** Every key consular writes lives below this prefix; nothing outside it is ever touched. */
 export const kvRoot = "consular/"
 
+/**
+ * The key whose lock elects the leader among instances sharing a registration id. Never under `kvRoot`: that
+ * tree holds labels and is purged.
+ */
+export const leaderKey = (registrationId: string): string => `service/consular/${registrationId}/leader`
+
+/** Why a leader key cannot be used, or undefined when it can. */
+export const leaderKeyProblem = (key: string): string | undefined =>
+  key.trim() === "" || key.startsWith("/") || key.endsWith("/")
+    ? "must be a key name, without a leading or trailing '/'"
+    : key.startsWith(kvRoot)
+    ? `must not be under ${kvRoot}: that tree holds labels and is purged`
+    : undefined
+
+/** A KV key in a URL path: each segment encoded, the slashes kept (Consul decodes the path). */
+export const kvPath = (key: string): string => `/v1/kv/${key.split("/").map(encodeURIComponent).join("/")}`
+
 /** "consular/<app-name>/": with the trailing slash, so that "web" never lists or deletes "web2". */
 export const appKvPrefix = (name: AppName): string => `${kvRoot}${name}/`
 

@@ -1,9 +1,10 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { HttpServerError } from "@effect/platform"
-import { Context, Effect, ExecutionStrategy, Exit, Layer, ParseResult, Schema, Scope } from "effect"
+import { Clock, Context, Effect, ExecutionStrategy, Exit, Layer, ParseResult, Schedule, Schema, Scope } from "effect"
 import { Registration, TxnOperations } from "../domain/ConsulApi.js"
+import { parseGoDuration } from "../domain/ConsulApi.js"
 import { allRights, faultBody } from "../services/ConsulStore.js"
-import type { AclSettings, ConsulOperation, ConsulStore, ConsulVersion, Refusal } from "../services/ConsulStore.js"
+import type { AclSettings, ConsulOperation, ConsulStore, ConsulVersion, Refusal, SessionRequest, StoredSession } from "../services/ConsulStore.js"
 import type { ServerTls } from "./Listen.js"
 import { decodePath, dropConnection, listen, requestTarget } from "./Listen.js"
 
@@ -85,7 +86,7 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
   ) =>
     Effect.gen(function*() {
       const request = yield* HttpServerRequest.HttpServerRequest
-      const admission = store.admit(agent, operation)
+      const admission = store.admit(agent, operation, tokenOf(request))
       switch (admission._tag) {
         case "Refuse":
           return yield* dropConnection(request)
@@ -112,6 +113,12 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
   const notFound = () => withIndex(HttpServerResponse.empty({ status: 404, headers: { "content-length": "0" } }))
 
   const kvEntry = (key: string, value: string) => {
+    const meta = store.keyMeta.get(key)
+    if (meta !== undefined) {
+      // Consul leaves Session out of an entry no session holds
+      const held = meta.Session === undefined ? {} : { Session: meta.Session }
+      return { LockIndex: meta.LockIndex, Key: key, Flags: 0, Value: base64(value), ...held, CreateIndex: meta.CreateIndex, ModifyIndex: meta.ModifyIndex }
+    }
     const at = Number(index())
     return { LockIndex: 0, Key: key, Flags: 0, Value: base64(value), CreateIndex: at, ModifyIndex: at }
   }
@@ -148,13 +155,19 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
         default: {
           const read = store.kvRead(token, key)
           if (read._tag === "Refused") return Effect.succeed(refusal(read))
-          const value = read.value
-          if (value === undefined) return Effect.succeed(notFound())
-          return Effect.succeed(withIndex(
-            query.has("raw")
-              ? HttpServerResponse.text(value, { contentType: "application/octet-stream" })
-              : HttpServerResponse.unsafeJson([kvEntry(key, value)])
-          ))
+          const blocking = blockingOptions(query)
+          if (typeof blocking === "string") return Effect.succeed(text(blocking, 400))
+          return Effect.map(waitForKey(key, blocking), () => {
+            const value = store.kv.get(key)
+            // a single key's X-Consul-Index is its ModifyIndex (the store's index when it does not exist)
+            const keyIndex = { "X-Consul-Index": String(store.keyIndex(key)) }
+            if (value === undefined) return HttpServerResponse.setHeaders(notFound(), keyIndex)
+            return HttpServerResponse.setHeaders(withIndex(
+              query.has("raw")
+                ? HttpServerResponse.text(value, { contentType: "application/octet-stream" })
+                : HttpServerResponse.unsafeJson([kvEntry(key, value)])
+            ), keyIndex)
+          })
         }
       }
     })
@@ -256,6 +269,163 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
     })))))
   })
 
+  // --- sessions, locks and blocking queries --------------------------------------------------------------
+
+  /**
+   * `?index=&wait=` of a blocking query, as Consul parses them: a bad value is a 400 with Consul's text; wait
+   * defaults to 5 minutes and is capped at 10 (Consul also adds up to wait/16 of jitter; the embedded one does not).
+   */
+  const blockingOptions = (query: URLSearchParams): { readonly index: number; readonly waitMillis: number } | undefined | string => {
+    const rawIndex = query.get("index")
+    const rawWait = query.get("wait")
+    let waitMillis = 300_000
+    if (rawWait !== null && rawWait !== "") {
+      const parsed = parseGoDuration(rawWait)
+      if (parsed === undefined) return "Invalid wait time"
+      waitMillis = Math.min(Math.max(parsed, 0), 600_000)
+    }
+    if (rawIndex === null || rawIndex === "") return undefined
+    if (!/^\d+$/.test(rawIndex)) return "Invalid index"
+    return { index: Number(rawIndex), waitMillis }
+  }
+
+  /** Returns once the key's index has moved past `index` (Consul's blocking query), or after the wait. */
+  const waitForKey = (key: string, blocking: { readonly index: number; readonly waitMillis: number } | undefined): Effect.Effect<void> =>
+    blocking === undefined || store.keyIndex(key) > blocking.index
+      ? Effect.void
+      : Effect.async<void>((resume) => {
+        let done = false
+        const finish = () => {
+          if (done) return
+          done = true
+          unsubscribe()
+          clearTimeout(timer)
+          resume(Effect.void)
+        }
+        const unsubscribe = store.onChange(() => {
+          if (store.keyIndex(key) > blocking.index) finish()
+        })
+        const timer = setTimeout(finish, blocking.waitMillis)
+        return Effect.sync(() => {
+          done = true
+          unsubscribe()
+          clearTimeout(timer)
+        })
+      })
+
+  /** `PUT /v1/kv/<key>?acquire=<session>` and `?release=<session>`: `true` or `false` as Consul answers. */
+  const kvLock = Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const { query } = requestTarget(request)
+    const acquiring = query.has("acquire")
+    return yield* admitted(acquiring ? "kv.acquire" : "kv.release", (request) => {
+      const key = kvKey(request)
+      if (key === undefined) return Effect.succeed(badKey)
+      if (key === "") return Effect.succeed(text("Missing key name", 400))
+      const session = (acquiring ? query.get("acquire") : query.get("release")) ?? ""
+      return Effect.all([request.text, Clock.currentTimeMillis]).pipe(
+        Effect.map(([value, now]) => {
+          // Consul's kvsLockTxn / kvsUnlockTxn: no session is an error of the store, hence a 500
+          if (session === "") return text("missing session", 500)
+          const outcome = acquiring ? store.acquire(key, session, value, now) : store.release(key, session, value, now)
+          return typeof outcome === "boolean" ? HttpServerResponse.unsafeJson(outcome) : text(outcome.body, outcome.status)
+        }),
+        Effect.catchAll(decodeFailed())
+      )
+    })
+  })
+
+  /** A plain PUT writes the value; with `?acquire` or `?release` it is a lock operation (acquire wins, as in Consul). */
+  const kvWrite = Effect.gen(function*() {
+    const { query } = requestTarget(yield* HttpServerRequest.HttpServerRequest)
+    return yield* (query.has("acquire") || query.has("release") ? kvLock : kvPut)
+  })
+
+  const sessionJson = (session: StoredSession) => ({
+    ID: session.ID,
+    Name: session.Name,
+    Node: session.Node,
+    LockDelay: Math.round(session.lockDelayMillis * 1e6), // nanoseconds, as Go encodes a Duration
+    Behavior: session.Behavior,
+    TTL: session.TTL,
+    NodeChecks: ["serfHealth"],
+    ServiceChecks: null,
+    CreateIndex: session.CreateIndex,
+    ModifyIndex: session.CreateIndex
+  })
+
+  /** The body of `PUT /v1/session/create`: field names match case-insensitively, as Go's JSON decoder does. */
+  const decodeSessionRequest = (raw: unknown): SessionRequest | string => {
+    if (raw === null || typeof raw !== "object" || Array.isArray(raw)) return "Request decode failed: json: cannot unmarshal into Go value of type structs.Session"
+    const fields = new Map(Object.entries(raw).map(([name, value]) => [name.toLowerCase(), value] as const))
+    const stringField = (name: string): string | undefined | null => {
+      const value = fields.get(name)
+      return value === undefined || value === null ? undefined : typeof value === "string" ? value : null
+    }
+    const name = stringField("name")
+    const node = stringField("node")
+    const ttl = stringField("ttl")
+    const behavior = stringField("behavior")
+    const lockDelay = fields.get("lockdelay")
+    if (name === null || node === null || ttl === null || behavior === null) {
+      return "Request decode failed: json: cannot unmarshal number into a string field of structs.Session"
+    }
+    if (lockDelay !== undefined && typeof lockDelay !== "string" && typeof lockDelay !== "number") {
+      return "Request decode failed: invalid LockDelay"
+    }
+    return { Name: name, Node: node, TTL: ttl, Behavior: behavior, LockDelay: lockDelay }
+  }
+
+  const sessionCreate = admitted("session.create", (request) =>
+    Effect.all([request.text, Clock.currentTimeMillis]).pipe(
+      Effect.map(([body, now]) => {
+        let raw: unknown = {}
+        if (body.trim() !== "") {
+          try {
+            raw = JSON.parse(body)
+          } catch (error) {
+            return text(`Request decode failed: ${error instanceof Error ? error.message : "invalid JSON"}`, 400)
+          }
+        }
+        const decoded = decodeSessionRequest(raw)
+        if (typeof decoded === "string") return text(decoded, 400)
+        const outcome = store.createSession(decoded, now)
+        return "id" in outcome ? HttpServerResponse.unsafeJson({ ID: outcome.id }) : text(outcome.body, outcome.status)
+      }),
+      Effect.catchAll(decodeFailed())
+    ))
+
+  /** The session id at the end of the path; Consul answers "Missing session" (400) when there is none. */
+  const sessionRoute = (
+    operation: ConsulOperation,
+    prefix: string,
+    answer: (id: string, now: number) => HttpServerResponse.HttpServerResponse
+  ) =>
+    admitted(operation, (request) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const id = decodePath(requestTarget(request).path.slice(prefix.length))
+        if (id === undefined || id === "") return text("Missing session", 400)
+        return answer(id, now)
+      }))
+
+  const sessionRenew = sessionRoute("session.renew", "/v1/session/renew/", (id, now) => {
+    const session = store.renewSession(id, now)
+    return session === undefined
+      ? text(`Session id '${id}' not found`, 404)
+      : withIndex(HttpServerResponse.unsafeJson([sessionJson(session)]))
+  })
+
+  const sessionInfo = sessionRoute("session.info", "/v1/session/info/", (id, now) => {
+    const session = store.sessionInfo(id, now)
+    // an unknown session is an empty list, not a 404
+    return withIndex(HttpServerResponse.unsafeJson(session === undefined ? [] : [sessionJson(session)]))
+  })
+
+  const sessionDestroy = sessionRoute("session.destroy", "/v1/session/destroy/", (id, now) => {
+    store.destroySession(id, now)
+    return HttpServerResponse.unsafeJson(true)
+  })
+
   return HttpRouter.empty.pipe(
     HttpRouter.get("/v1/agent/services", agentServices),
     HttpRouter.put("/v1/agent/service/register", register),
@@ -264,10 +434,18 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
     // "/v1/kv/*" does not match "/v1/kv/" itself, the empty prefix (`/v1/kv/?keys` lists every key)
     HttpRouter.get("/v1/kv/", kvRead),
     HttpRouter.get("/v1/kv/*", kvRead),
-    HttpRouter.put("/v1/kv/*", kvPut),
+    HttpRouter.put("/v1/kv/*", kvWrite),
     HttpRouter.del("/v1/kv/", kvDelete),
     HttpRouter.del("/v1/kv/*", kvDelete),
     HttpRouter.put("/v1/txn", txn),
+    HttpRouter.put("/v1/session/create", sessionCreate),
+    // the bare prefixes too: Consul answers them "Missing session" (400), not 404
+    HttpRouter.put("/v1/session/renew/", sessionRenew),
+    HttpRouter.put("/v1/session/renew/*", sessionRenew),
+    HttpRouter.put("/v1/session/destroy/", sessionDestroy),
+    HttpRouter.put("/v1/session/destroy/*", sessionDestroy),
+    HttpRouter.get("/v1/session/info/", sessionInfo),
+    HttpRouter.get("/v1/session/info/*", sessionInfo),
     methodNotAllowed
   )
 }
@@ -339,6 +517,11 @@ export const serveConsul = (
       )
     })
     const port = yield* attempt.pipe(Effect.retry({ times: requested === 0 ? 5 : 0 }))
+    // sessions whose TTL ran out end on their own, as Consul's session timers end them (Consul may take up to
+    // twice the TTL; this one ends them within 100 ms of it)
+    yield* Effect.forkScoped(
+      Clock.currentTimeMillis.pipe(Effect.map((now) => store.expireSessions(now)), Effect.repeat(Schedule.spaced("100 millis")))
+    )
     const scheme = options.tls === undefined ? "http" : "https"
     const main = addresses.includes(store.main) ? store.main : addresses[0] ?? store.main
     return {

@@ -2,6 +2,7 @@ import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@
 import { timingSafeEqual } from "node:crypto"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Deferred, Duration, Effect, Layer, Option, Queue, Ref, Schedule } from "effect"
+import type { Context } from "effect"
 import { createServer } from "node:http"
 import { eventRoutes, makeEventHandler } from "./Events.js"
 import { jsonAnswer } from "./JsonAnswer.js"
@@ -10,10 +11,14 @@ import type { EventSettings } from "./Events.js"
 import { syncOnce } from "./Sync.js"
 import type { SyncSettings } from "./Sync.js"
 import { recheckSubscription, runEventSource } from "./EventSource.js"
-import type { Marathon } from "../services/Marathon.js"
 import { Metrics, MetricsLive } from "../services/Metrics.js"
 import { observeEvent, observeSync, operationsApp, Readiness, ReadinessLive } from "./Operations.js"
 import type { EventSourceHooks, EventSourceSettings } from "./EventSource.js"
+import { eventsCallbackUrl } from "./EventSource.js"
+import { makeElection, refuseEventsUnlessLeading } from "./Election.js"
+import type { Election, LeaderElectionOptions } from "./Election.js"
+import { Leadership } from "../services/Leadership.js"
+import { Marathon } from "../services/Marathon.js"
 
 /**
  * `consular run`: the event receiver, the Marathon subscription and the periodic sync, side by side, so that a
@@ -23,6 +28,8 @@ import type { EventSourceHooks, EventSourceSettings } from "./EventSource.js"
 export interface DaemonSettings extends EventSettings, SyncSettings, EventSourceSettings {
   /** seconds between sync passes; 0: events only */
   readonly syncInterval: number
+  /** --leader-election: only the instance holding the Consul lock syncs, purges and applies events */
+  readonly leaderElection?: LeaderElectionOptions | undefined
 }
 
 /** One pass, measured, whose failure is logged, not raised: the loops that run it must go on. */
@@ -62,10 +69,11 @@ const requireSecret = (secret: string | undefined) => <E, R>(app: Effect.Effect<
   })
 
 /** The daemon's HTTP app: events, `GET /`, /health, /ready, /metrics, JSON 404s for the rest. */
-export const appFor = (settings: DaemonSettings, handler: EventHandler, operations: HttpRouter.HttpRouter) =>
+export const appFor = (settings: DaemonSettings, handler: EventHandler, operations: HttpRouter.HttpRouter, election?: Election) =>
   eventRoutes(handler, settings).pipe(
     HttpRouter.concat(operations),
     HttpRouter.all("*", Effect.succeed(notFound)),
+    refuseEventsUnlessLeading(election),
     requireSecret(settings.eventsSecret)
   )
 
@@ -77,7 +85,12 @@ const measuredHandler = (handler: EventHandler) =>
   }))
 
 /** Whether /ready waits for a first sync: only when some pass is going to run. */
-const readinessSettings = (settings: DaemonSettings) => ({ requireSync: settings.syncInterval > 0 || settings.events === "sse" })
+const readinessSettings = (settings: DaemonSettings) => ({
+  // a leader always takes over with a full pass
+  requireSync: settings.syncInterval > 0 || settings.events === "sse" || settings.leaderElection !== undefined,
+  self: `${settings.host}:${settings.port}`,
+  election: settings.leaderElection !== undefined
+})
 
 /** The app as the daemon serves it, with its own metrics and readiness: for tests. */
 export const daemonApp = (settings: DaemonSettings) =>
@@ -136,8 +149,9 @@ export const makeResyncs = (pass: Effect.Effect<void>) =>
 
 export const runDaemon = (settings: DaemonSettings) =>
   Effect.gen(function*() {
+    const election = settings.leaderElection === undefined ? undefined : yield* electionFor(settings, settings.leaderElection)
     const handler = yield* measuredHandler(yield* makeEventHandler(settings))
-    const app = appFor(settings, handler, yield* operationsApp)
+    const app = appFor(settings, handler, yield* operationsApp, election)
     const metrics = yield* Metrics
     const readiness = yield* Readiness
     const server = HttpServer.serve(app).pipe(
@@ -149,7 +163,10 @@ export const runDaemon = (settings: DaemonSettings) =>
     // the callback subscription, once made, is checked again after every pass
     const callback = yield* Ref.make<"none" | "up" | "down">("none")
     const hooks: EventSourceHooks = {
-      handler,
+      // a leader past its lease (a paused process) applies no event from the stream either
+      handler: election === undefined
+        ? handler
+        : { ...handler, handle: (decoded) => Effect.flatMap(election.leading, (leading) => leading ? handler.handle(decoded) : Effect.succeed("skipped" as const)) },
       resync: Effect.suspend(() => resyncs.request),
       connected: (source) =>
         Effect.all([
@@ -170,12 +187,40 @@ export const runDaemon = (settings: DaemonSettings) =>
       state === "none" ? Effect.void : Effect.asVoid(recheckSubscription(settings, hooks, state === "up")))
     // passes never overlap, whether the schedule or a stream reconnect asks for one
     const passes = yield* Effect.makeSemaphore(1)
-    const pass = passes.withPermits(1)(Effect.zipRight(loggedPass(settings), recheck)).pipe(Effect.provide(context))
+    const loggedOnce = passes.withPermits(1)(Effect.zipRight(loggedPass(settings), recheck))
+    // a leader confirms it still holds the lock before each pass
+    const pass = (election === undefined
+      ? loggedOnce
+      : Effect.flatMap(election.confirm, (confirmed) => confirmed ? loggedOnce : Effect.logWarning("sync skipped: not the leader"))
+    ).pipe(Effect.provide(context))
     const resyncs = yield* makeResyncs(pass)
-    yield* Effect.all([
-      server,
+    const work = Effect.all([
       resyncs.worker,
       runEventSource(settings, hooks),
-      settings.syncInterval > 0 ? periodicSync(settings, pass) : Effect.void
+      settings.syncInterval > 0 ? periodicSync(settings, pass) : election === undefined ? Effect.void : pass
     ], { concurrency: "unbounded", discard: true })
+    yield* Effect.all([
+      server,
+      election === undefined ? work : election.run(work, stepDown(settings, hooks, yield* Marathon))
+    ], { concurrency: "unbounded", discard: true })
+  })
+
+/** The election, over the Leadership service main.ts provides to a daemon started with --leader-election. */
+const electionFor = (settings: DaemonSettings, options: LeaderElectionOptions) =>
+  Effect.flatMap(Effect.serviceOption(Leadership), (leadership) =>
+    Option.isNone(leadership)
+      ? Effect.dieMessage("--leader-election: no Leadership service provided")
+      : makeElection({ ...options, host: settings.host, port: settings.port, registrationId: settings.registrationId }).pipe(
+        Effect.provideService(Leadership, leadership.value)
+      ))
+
+/** A leader stepping down stops Marathon calling it back (a follower answers 503) and its source counts as down. */
+const stepDown = (settings: DaemonSettings, hooks: EventSourceHooks, marathon: Context.Tag.Service<typeof Marathon>) =>
+  Effect.gen(function*() {
+    yield* hooks.disconnected(settings.events === "sse" ? "sse" : "callback", "stepped down")
+    if (settings.events === "sse") return
+    yield* marathon.unsubscribe(eventsCallbackUrl(settings)).pipe(
+      Effect.tap(() => Effect.logInfo("event callback unsubscribed")),
+      Effect.catchAll((error) => Effect.logWarning("event callback not unsubscribed").pipe(Effect.annotateLogs({ error: error.message })))
+    )
   })

@@ -50,8 +50,8 @@ export const foreverSchedule = (settings: Pick<EventSourceSettings, "reconnectBa
   retrySchedule({ retryBase: settings.reconnectBase ?? "1 second", retryCap: settings.reconnectCap ?? "30 seconds" })
 
 /** Retries `effect` forever on the policy, logging each failure. */
-const retryForever = <A, E extends { readonly message: string }, R>(
-  settings: EventSourceSettings,
+export const retryForever = <A, E extends { readonly message: string }, R>(
+  settings: Pick<EventSourceSettings, "reconnectBase" | "reconnectCap">,
   what: string,
   effect: Effect.Effect<A, E, R>
 ): Effect.Effect<A, never, R> =>

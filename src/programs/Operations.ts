@@ -19,17 +19,32 @@ export interface ReadinessSettings {
    * decides readiness.
    */
   readonly requireSync: boolean
+  /** "host:port" of this instance's callback, named as the leader while it leads */
+  readonly self?: string | undefined
+  /** with --leader-election: a follower is ready while it stands by for the lock */
+  readonly election?: boolean | undefined
+}
+
+/** Who leads, as this instance knows it. Without election an instance always leads. */
+export interface Role {
+  readonly leader: boolean
+  /** "host:port" of the leader; null while none is known */
+  readonly leaderAt: string | null
+  /** a follower holding a Consul session, watching the lock: ready to take over */
+  readonly standingBy: boolean
 }
 
 export type ReadyState =
-  | { readonly ready: true }
-  | { readonly ready: false; readonly reason: string }
+  | { readonly ready: true; readonly role: Role }
+  | { readonly ready: false; readonly reason: string; readonly role: Role }
 
 export interface ReadinessService {
   /** A sync pass returned its report; readiness never goes back on it (later failures show in the metrics). */
   readonly syncSucceeded: Effect.Effect<void>
   /** The event source came up (callback subscribed, SSE stream attached) or went down. */
   readonly eventSourceConnected: (connected: boolean) => Effect.Effect<void>
+  /** the election's view of who leads (with --leader-election) */
+  readonly role: (role: Role) => Effect.Effect<void>
   readonly state: Effect.Effect<ReadyState>
 }
 
@@ -39,15 +54,27 @@ export const makeReadiness = (settings: ReadinessSettings): Effect.Effect<Readin
   Effect.gen(function*() {
     const synced = yield* Ref.make(false)
     const connected = yield* Ref.make(false)
-    const state = Effect.map(Effect.all([Ref.get(synced), Ref.get(connected)]), ([hasSynced, isConnected]): ReadyState => {
+    const role = yield* Ref.make<Role>(
+      settings.election === true
+        ? { leader: false, leaderAt: null, standingBy: false }
+        : { leader: true, leaderAt: settings.self ?? null, standingBy: false }
+    )
+    const state = Effect.map(Effect.all([Ref.get(synced), Ref.get(connected), Ref.get(role)]), ([hasSynced, isConnected, current]): ReadyState => {
+      // a follower in contention is a healthy standby: it does not sync, and is ready to take over
+      if (!current.leader) {
+        return current.standingBy
+          ? { ready: true, role: current }
+          : { ready: false, reason: "not standing by for leadership: no Consul session", role: current }
+      }
       const missing: Array<string> = []
       if (settings.requireSync && !hasSynced) missing.push("no successful sync yet")
       if (!isConnected) missing.push("event source not connected")
-      return missing.length === 0 ? { ready: true } : { ready: false, reason: missing.join("; ") }
+      return missing.length === 0 ? { ready: true, role: current } : { ready: false, reason: missing.join("; "), role: current }
     })
     return Readiness.of({
       syncSucceeded: Ref.set(synced, true),
       eventSourceConnected: (up) => Ref.set(connected, up),
+      role: (next) => Ref.set(role, next),
       state
     })
   })
@@ -60,10 +87,12 @@ export const ReadinessLive = (settings: ReadinessSettings): Layer.Layer<Readines
 export const operationsRoutes = (readiness: ReadinessService, metrics: MetricsService): HttpRouter.HttpRouter =>
   HttpRouter.empty.pipe(
     HttpRouter.get("/health", Effect.succeed(jsonAnswer({ status: "ok" }, 200))),
-    HttpRouter.get("/ready", Effect.map(readiness.state, (state) =>
-      state.ready
-        ? jsonAnswer({ status: "ready" }, 200)
-        : jsonAnswer({ status: "not ready", reason: state.reason }, 503))),
+    HttpRouter.get("/ready", Effect.map(readiness.state, (state) => {
+      const role = { leader: state.role.leader, leaderAt: state.role.leaderAt }
+      return state.ready
+        ? jsonAnswer({ status: "ready", ...role }, 200)
+        : jsonAnswer({ status: "not ready", reason: state.reason, ...role }, 503)
+    })),
     HttpRouter.get("/metrics", Effect.map(metrics.exposition, ({ body, contentType }) =>
       HttpServerResponse.text(body, { contentType })))
   )

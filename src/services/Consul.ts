@@ -3,7 +3,7 @@ import { Context, Duration, Effect, Either, Layer, Option, Schema } from "effect
 import { AgentServices, CatalogNodes, KvEntries, KvKeys, Registration, TxnConflict, TxnOperations } from "../domain/ConsulApi.js"
 import type { AgentService, CatalogNode, TxnOpError, TxnOperation } from "../domain/ConsulApi.js"
 import { ConsulError, NotFound } from "../domain/Errors.js"
-import { agentUrl } from "../domain/Naming.js"
+import { agentUrl, kvPath } from "../domain/Naming.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
 import * as Http from "./Http.js"
 import { ConsulStore, faultBody, refused } from "./ConsulStore.js"
@@ -53,8 +53,6 @@ export interface ConsulSettings extends HttpSettings {
   readonly fallbackTimeout?: Duration.DurationInput | undefined
 }
 
-/** A key in a URL path: each segment encoded, the slashes kept (Consul decodes the path). */
-const kvPath = (key: string): string => `/v1/kv/${key.split("/").map(encodeURIComponent).join("/")}`
 
 /** The ACL permission each operation needs, named when Consul denies it. */
 const permissions: Readonly<Record<string, string>> = {

@@ -199,6 +199,11 @@ export interface SendOptions {
   readonly retryUnreachable?: boolean | undefined
   /** an answer that is final whatever its status says (Consul's 500 `Unknown service`): never retried */
   readonly final?: ((failure: HttpFailure) => boolean) | undefined
+  /**
+   * false: the request must reach the server at most once (a Consul session's creation): no retry, and no replay
+   * on a fresh connection when a pooled one turns out stale. The caller decides what a failure means.
+   */
+  readonly idempotent?: boolean | undefined
 }
 
 export interface HttpApi {
@@ -238,7 +243,8 @@ export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, 
     ): Effect.Effect<A, E | HttpFailure> => {
       const prepared = prepare(request)
       const attemptTimeout = options?.timeout === undefined ? timeoutMillis : Duration.toMillis(options.timeout)
-      const attempt: Effect.Effect<A, E | HttpFailure> = transport.exchange(prepared, attemptTimeout).pipe(
+      const idempotent = options?.idempotent ?? true
+      const attempt: Effect.Effect<A, E | HttpFailure> = transport.exchange(prepared, attemptTimeout, { replay: idempotent }).pipe(
         Effect.flatMap((response): Effect.Effect<A, E | HttpFailure> =>
           isOk(response.status) ? read(response) : Effect.fail(statusFailure(response))
         )
@@ -259,7 +265,7 @@ export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, 
         : attempt
       const retryUnreachable = options?.retryUnreachable ?? true
       const retryable = (failure: unknown): boolean =>
-        isHttpFailure(failure) && isTransient(failure) && (retryUnreachable || !isUnreachableFailure(failure)) &&
+        idempotent && isHttpFailure(failure) && isTransient(failure) && (retryUnreachable || !isUnreachableFailure(failure)) &&
         options?.final?.(failure) !== true
       // The retry policy is set up only once the first attempt has failed: nearly every request succeeds at
       // once, and a schedule driver per request was a tenth of a cold sync's CPU. The first failure is replayed

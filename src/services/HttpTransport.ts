@@ -39,10 +39,14 @@ export interface TransportSettings {
 export type ExchangeFailure = HttpClientError.RequestError | Cause.TimeoutException
 
 export interface Transport {
-  /** Sends the request and reads the whole answer, whatever its status; the timeout covers both. */
+  /**
+   * Sends the request and reads the whole answer, whatever its status; the timeout covers both. `replay: false`:
+   * a request that is not idempotent is never sent a second time, not even after a stale pooled connection.
+   */
   readonly exchange: (
     request: HttpClientRequest.HttpClientRequest,
-    timeoutMillis: number
+    timeoutMillis: number,
+    options?: { readonly replay?: boolean | undefined }
   ) => Effect.Effect<BufferedResponse, ExchangeFailure>
   /**
    * A long-lived answer (an event stream) on a connection of its own: the timeout bounds the wait for the
@@ -189,6 +193,7 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
       request: HttpClientRequest.HttpClientRequest,
       timeoutMillis: number,
       stream: boolean,
+      replayStale: boolean,
       onAnswer: (
         incoming: IncomingMessage,
         finish: (outcome: Effect.Effect<A, E | ExchangeFailure>) => void,
@@ -232,7 +237,7 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
             transportFailure(cause)
           })
         }
-        send(true)
+        send(replayStale)
         if (settled) return
         timer = setTimeout(() => {
           finish(Effect.fail(new Cause.TimeoutException()))
@@ -245,11 +250,11 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
         })
       })
 
-    const exchange: Transport["exchange"] = (request, timeoutMillis) =>
-      call<BufferedResponse, never>(request, timeoutMillis, false, (_incoming, _finish, readWhole) => readWhole(Effect.succeed))
+    const exchange: Transport["exchange"] = (request, timeoutMillis, options) =>
+      call<BufferedResponse, never>(request, timeoutMillis, false, options?.replay ?? true, (_incoming, _finish, readWhole) => readWhole(Effect.succeed))
 
     const openStream: Transport["openStream"] = (request, timeoutMillis) =>
-      call(request, timeoutMillis, true, (incoming, finish, readWhole) =>
+      call(request, timeoutMillis, true, true, (incoming, finish, readWhole) =>
         isOk(incoming.statusCode ?? 0)
           ? finish(Effect.succeed(NodeStream.fromReadable<HttpClientError.RequestError, Uint8Array>(
             () => incoming,

@@ -28,6 +28,8 @@ export class Marathon extends Context.Tag("consular/Marathon")<Marathon, {
   /** NotFound: this Marathon has no callback subscriptions (>= 1.5) */
   readonly eventSubscriptions: Effect.Effect<ReadonlyArray<string>, NotFound | MarathonError>
   readonly subscribe: (callbackUrl: string) => Effect.Effect<void, NotFound | MarathonError>
+  /** `DELETE /v2/eventSubscriptions?callbackUrl=`: a leader that steps down stops Marathon calling it */
+  readonly unsubscribe: (callbackUrl: string) => Effect.Effect<void, NotFound | MarathonError>
   /**
    * `GET /v2/events` (Server-Sent Events), light plan format, filtered to the given event types. The stream
    * ends when Marathon closes it; connecting fails with a MarathonError.
@@ -145,6 +147,14 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
         ).pipe(Effect.mapError(Http.mapFailure("event subscriptions", marathonError("subscribe"))))
       )
 
+    const unsubscribe = (callbackUrl: string) =>
+      failover((base) =>
+        http.send(
+          HttpClientRequest.del(at(base, "/v2/eventSubscriptions")).pipe(HttpClientRequest.setUrlParam("callbackUrl", callbackUrl)),
+          Http.ignoreBody
+        ).pipe(Effect.mapError(Http.mapFailure("event subscriptions", marathonError("unsubscribe"))))
+      )
+
     const eventStream = (eventTypes: ReadonlyArray<string>): Stream.Stream<MarathonStreamEvent, MarathonError> =>
       Stream.unwrap(
         failover((base) => {
@@ -195,6 +205,7 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
       appTasks,
       eventSubscriptions,
       subscribe,
+      unsubscribe,
       eventStream,
       followLeader,
       current: Effect.sync(() => bases[current]!.origin)
@@ -339,6 +350,21 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
         Effect.flatMap((outcome) =>
           outcome === "disabled"
             ? Effect.fail(new MarathonError({ operation: "subscribe", reason: "Status", status: 400, detail: "http_callback is not an event subscriber" }))
+            : Effect.void
+        )
+      ),
+    unsubscribe: (callbackUrl) =>
+      request("unsubscribe", "unsubscribe", Schema.Unknown, () => {
+        if (store.callbacks === "removed") return missing
+        if (store.callbacks === "disabled") return "disabled"
+        const at = store.subscriptions.indexOf(callbackUrl)
+        if (at !== -1) store.subscriptions.splice(at, 1)
+        return "ok"
+      }).pipe(
+        Effect.flatMap(orNotFound("event subscriptions", "unsubscribe")),
+        Effect.flatMap((outcome) =>
+          outcome === "disabled"
+            ? Effect.fail(new MarathonError({ operation: "unsubscribe", reason: "Status", status: 400, detail: "http_callback is not an event subscriber" }))
             : Effect.void
         )
       ),

@@ -59,6 +59,10 @@ export interface MetricsService {
   /** Sets the gauge of `source` to 1 or 0. */
   readonly eventSourceConnected: (source: EventSource, connected: boolean) => Effect.Effect<void>
   readonly eventSourceReconnected: (source: EventSource) => Effect.Effect<void>
+  /** Sets `consular_leader`: 1 while this instance leads (always, without election), 0 while it stands by. */
+  readonly leader: (leading: boolean) => Effect.Effect<void>
+  /** This instance became leader or stepped down. */
+  readonly leaderChanged: Effect.Effect<void>
   /** The Prometheus text of every metric, ours and the process's. */
   readonly exposition: Effect.Effect<{ readonly contentType: string; readonly body: string }>
 }
@@ -148,12 +152,25 @@ export const makeMetrics = (): MetricsService => {
     registers
   })
 
+  const leader = new Gauge({
+    name: "consular_leader",
+    help: "1 while this instance leads (syncs, purges and applies events); always 1 without --leader-election",
+    registers
+  })
+  const leaderChanges = new Counter({
+    name: "consular_leader_changes_total",
+    help: "Times this instance became leader or stepped down",
+    registers
+  })
+
   // series that exist from the start: a rate() or an alert on them needs a 0 before the first increment
   syncPasses.inc({ outcome: "ok" }, 0)
   syncPasses.inc({ outcome: "failed" }, 0)
   lastSuccess.set(0)
   syncSkipped.set(0)
   for (const reason of ["unknown_host", "name_clash"] as const) eventsSkipped.inc({ reason }, 0)
+  leader.set(1)
+  leaderChanges.inc(0)
   for (const source of ["callback", "sse"] as const) {
     sourceConnected.set({ source }, 0)
     sourceReconnects.inc({ source }, 0)
@@ -215,6 +232,8 @@ export const makeMetrics = (): MetricsService => {
     eventSkipped: (reason) => Effect.sync(() => eventsSkipped.inc({ reason })),
     eventSourceConnected: (source, connected) => Effect.sync(() => sourceConnected.set({ source }, connected ? 1 : 0)),
     eventSourceReconnected: (source) => Effect.sync(() => sourceReconnects.inc({ source })),
+    leader: (leading) => Effect.sync(() => leader.set(leading ? 1 : 0)),
+    leaderChanged: Effect.sync(() => leaderChanges.inc()),
     // registry.metrics() only rejects when a collector throws, which would be a bug: a defect, not an error
     exposition: Effect.promise(() => registry.metrics()).pipe(
       Effect.map((body) => ({ contentType: registry.contentType, body }))

@@ -10,7 +10,10 @@ import type { SyncCounts } from "../../src/services/Metrics.js"
 import { Metrics, MetricsLive } from "../../src/services/Metrics.js"
 import { parsePrometheus } from "../support/Prometheus.js"
 
-const services = (requireSync: boolean) => Layer.merge(MetricsLive, ReadinessLive({ requireSync }))
+/** without --leader-election an instance always leads, and names itself */
+const leading = { leader: true, leaderAt: "10.0.0.5:7000", standingBy: false }
+
+const services = (requireSync: boolean) => Layer.merge(MetricsLive, ReadinessLive({ requireSync, self: "10.0.0.5:7000" }))
 
 const parse = (text: string): unknown => {
   try {
@@ -72,21 +75,21 @@ describe("operations endpoints", () => {
       const before = yield* get("/ready")
       expect(before.status).toBe(503)
       expect(before.contentType).toContain("application/json")
-      expect(before.json).toEqual({ status: "not ready", reason: "no successful sync yet; event source not connected" })
+      expect(before.json).toEqual({ status: "not ready", reason: "no successful sync yet; event source not connected", leader: true, leaderAt: "10.0.0.5:7000" })
 
       yield* readiness.syncSucceeded
-      expect((yield* get("/ready")).json).toEqual({ status: "not ready", reason: "event source not connected" })
+      expect((yield* get("/ready")).json).toEqual({ status: "not ready", reason: "event source not connected", leader: true, leaderAt: "10.0.0.5:7000" })
 
       yield* readiness.eventSourceConnected(true)
       const ready = yield* get("/ready")
       expect(ready.status).toBe(200)
-      expect(ready.json).toEqual({ status: "ready" })
+      expect(ready.json).toEqual({ status: "ready", leader: true, leaderAt: "10.0.0.5:7000" })
 
       // a lost stream is not ready again, though the first sync stays done
       yield* readiness.eventSourceConnected(false)
       const lost = yield* get("/ready")
       expect(lost.status).toBe(503)
-      expect(lost.json).toEqual({ status: "not ready", reason: "event source not connected" })
+      expect(lost.json).toEqual({ status: "not ready", reason: "event source not connected", leader: true, leaderAt: "10.0.0.5:7000" })
     }).pipe(Effect.provide(services(true))))
 
   it.scopedLive("GET /ready: a connected source without a successful sync is not ready", () =>
@@ -95,7 +98,7 @@ describe("operations endpoints", () => {
       yield* (yield* Readiness).eventSourceConnected(true)
       const response = yield* get("/ready")
       expect(response.status).toBe(503)
-      expect(response.json).toEqual({ status: "not ready", reason: "no successful sync yet" })
+      expect(response.json).toEqual({ status: "not ready", reason: "no successful sync yet", leader: true, leaderAt: "10.0.0.5:7000" })
     }).pipe(Effect.provide(services(true))))
 
   it.scopedLive("GET /ready with requireSync false (sync interval 0): the event source alone decides", () =>
@@ -104,11 +107,11 @@ describe("operations endpoints", () => {
       const readiness = yield* Readiness
       const before = yield* get("/ready")
       expect(before.status).toBe(503)
-      expect(before.json).toEqual({ status: "not ready", reason: "event source not connected" })
+      expect(before.json).toEqual({ status: "not ready", reason: "event source not connected", leader: true, leaderAt: "10.0.0.5:7000" })
       yield* readiness.eventSourceConnected(true)
       const ready = yield* get("/ready")
       expect(ready.status).toBe(200)
-      expect(ready.json).toEqual({ status: "ready" })
+      expect(ready.json).toEqual({ status: "ready", leader: true, leaderAt: "10.0.0.5:7000" })
     }).pipe(Effect.provide(services(false))))
 
   it.scopedLive("the routes concat with others: the rest of the app and its catch-all still answer", () =>
@@ -165,7 +168,7 @@ describe("operations endpoints", () => {
       expect(m.value("consular_event_source_connected", { source: "sse" })).toBe(1)
       expect(m.value("consular_event_source_reconnects_total", { source: "sse" })).toBe(1)
       // the readiness saw the successful passes through observeSync
-      expect((yield* get("/ready")).json).toEqual({ status: "not ready", reason: "event source not connected" })
+      expect((yield* get("/ready")).json).toEqual({ status: "not ready", reason: "event source not connected", leader: true, leaderAt: "10.0.0.5:7000" })
     }).pipe(Effect.provide(services(true))))
 })
 
@@ -190,12 +193,12 @@ describe("observeSync and observeEvent", () => {
       yield* readiness.eventSourceConnected(true)
       const failed = yield* Effect.flip(observeSync(Effect.fail(new MarathonError({ operation: "list apps", reason: "Status", status: 500, detail: "boom" }))))
       expect(failed._tag).toBe("MarathonError") // the error goes on to the caller unchanged
-      expect(yield* readiness.state).toEqual({ ready: false, reason: "no successful sync yet" })
+      expect(yield* readiness.state).toEqual({ ready: false, reason: "no successful sync yet", role: leading })
       // Marathon read, but no Consul reached: the pass synced nothing
       yield* observeSync(Effect.succeed(report({ consulReached: false, failures: [{ scope: "kv" }, { scope: "agent 127.0.0.2" }] })))
-      expect(yield* readiness.state).toEqual({ ready: false, reason: "no successful sync yet" })
+      expect(yield* readiness.state).toEqual({ ready: false, reason: "no successful sync yet", role: leading })
       yield* observeSync(Effect.succeed(report()))
-      expect(yield* readiness.state).toEqual({ ready: true })
+      expect(yield* readiness.state).toEqual({ ready: true, role: leading })
     }).pipe(Effect.provide(services(true))))
 
   it.effect("an interrupted pass or event (shutdown) records nothing", () =>
@@ -212,7 +215,7 @@ describe("observeSync and observeEvent", () => {
       expect(m.value("consular_sync_passes_total", { outcome: "failed" })).toBe(0)
       expect(m.value("consular_sync_duration_seconds_count")).toBe(0)
       expect(m.series("consular_events_total")).toEqual([])
-      expect(yield* (yield* Readiness).state).toEqual({ ready: false, reason: "no successful sync yet; event source not connected" })
+      expect(yield* (yield* Readiness).state).toEqual({ ready: false, reason: "no successful sync yet; event source not connected", role: leading })
     }).pipe(Effect.provide(services(true))))
 
   it.effect("a failure that is not an upstream's counts the pass as failed but no upstream", () =>

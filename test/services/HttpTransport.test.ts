@@ -185,6 +185,49 @@ describe("HttpTransport (Node's http under Http.ts)", () => {
       expect(connections).toBe(3)
     }))
 
+  it.scopedLive("a request that is not idempotent (a Consul session's creation) reaches the server at most once: no replay on a stale connection, no retry", () =>
+    Effect.gen(function*() {
+      // connection 1 answers its first request and resets on the second (a keep-alive timeout striking just then);
+      // every later connection answers 500, which send retries for an idempotent request
+      let connections = 0
+      let requests = 0
+      const server = createTcpServer((socket) => {
+        const connection = ++connections
+        let onThis = 0
+        socket.on("error", () => undefined)
+        socket.on("data", (chunk: Buffer) => {
+          const count = chunk.toString("latin1").split("\r\n\r\n").length - 1
+          onThis += count
+          requests += count
+          if (connection === 1 && onThis === 2) return socket.resetAndDestroy()
+          const status = connection === 1 ? "200 OK" : "500 Internal Server Error"
+          socket.write(`HTTP/1.1 ${status}\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}`)
+        })
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => {
+          server.listen(0, "127.0.0.1", () => resume(Effect.void))
+        }),
+        () => Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+        })
+      )
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/session/create`
+      const http = yield* makeHttp({ timeout: "2 seconds", retries: 3, retryBase: "1 millis", connections: 1 })
+      yield* http.send(HttpClientRequest.put(url), (response) => response.json, { idempotent: false })
+      requests = 0
+      const stale = yield* Effect.flip(http.send(HttpClientRequest.put(url), (response) => response.json, { idempotent: false }))
+      assert(stale._tag === "RequestError" && stale.reason === "Transport", `got ${stale._tag}`)
+      expect(requests).toBe(1) // the reset one, not sent again on a fresh connection
+      requests = 0
+      const refused = yield* Effect.flip(http.send(HttpClientRequest.put(url), (response) => response.json, { idempotent: false }))
+      assert(refused._tag === "ResponseError" && refused.response.status === 500, `got ${refused._tag}`)
+      expect(requests).toBe(1) // a 500 is not retried either
+      requests = 0
+      yield* Effect.flip(http.send(HttpClientRequest.put(url), (response) => response.json))
+      expect(requests).toBe(4) // the same request, idempotent: one try and three retries
+    }))
+
   it.scopedLive("an interrupted exchange closes its connection instead of leaving it in the pool", () =>
     Effect.gen(function*() {
       const server = yield* rawServer(() => {

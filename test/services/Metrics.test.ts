@@ -24,7 +24,9 @@ const ours = {
   consular_event_source_connected: "gauge",
   consular_event_source_reconnects_total: "counter",
   consular_events_skipped_total: "counter",
-  consular_sync_skipped_tasks: "gauge"
+  consular_sync_skipped_tasks: "gauge",
+  consular_leader: "gauge",
+  consular_leader_changes_total: "counter"
 } as const
 
 const emptyReport: SyncCounts = { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [], consulReached: true }
@@ -77,6 +79,9 @@ describe("Metrics", () => {
       expect(exposition.value("consular_deregistrations_total")).toBe(0)
       expect(exposition.value("consular_kv_writes_total")).toBe(0)
       expect(exposition.value("consular_kv_deletes_total")).toBe(0)
+      // without --leader-election an instance always leads; the election sets the gauge to 0 when it starts
+      expect(exposition.value("consular_leader")).toBe(1)
+      expect(exposition.value("consular_leader_changes_total")).toBe(0)
       for (const source of ["callback", "sse"]) {
         expect(exposition.value("consular_event_source_connected", { source })).toBe(0)
         expect(exposition.value("consular_event_source_reconnects_total", { source })).toBe(0)
