@@ -2,18 +2,22 @@ import type { AgentService, Registration } from "./ConsulApi.js"
 import type { AgentDirectory } from "./Agents.js"
 import type { AppId, Labels, Task } from "./MarathonApi.js"
 import { isRunning } from "./MarathonApi.js"
-import type { AppName } from "./Naming.js"
+import { AppName } from "./Naming.js"
 import {
-  appIdFromTags, appKvPrefix, appName, encodeLabelValue, isOwnedBy, labelKey, parseLabelKey, registration
+  appIdFromTags, appKvPrefix, appName, encodeLabelValue, isOwnedBy, labelKey, parseLabelKey, registrations
 } from "./Naming.js"
+import type { RegistrationOptions } from "./Naming.js"
+import { taskEndpoints } from "./Networking.js"
+import type { AppNetworking, TaskEndpoints } from "./Networking.js"
+import type { PodServices } from "./Pods.js"
 
 /**
  * The pure reconciliation core: from what Marathon runs (desired) and what Consul holds (actual), the writes
  * that make Consul match. An empty plan when Consul already matches: an idle pass writes nothing.
  */
 
-/** An app whose tasks are known (embedded in the listing or fetched separately). */
-export interface AppWithTasks {
+/** An app whose tasks are known (embedded in the listing or fetched separately), with its networking. */
+export interface AppWithTasks extends AppNetworking {
   readonly id: AppId
   /** absent: none */
   readonly labels?: Labels | undefined
@@ -24,11 +28,40 @@ export interface AppWithTasks {
 export interface DesiredService {
   readonly agent: string
   readonly registration: Registration
+  /** the task the service is of; absent: the registration's ID (one of several services of a task has its own) */
+  readonly taskId?: string | undefined
 }
+
+export interface DesiredOptions extends RegistrationOptions {
+  /** running pods (Marathon 1.4+): services and labels like apps', and names shared with apps are clashes */
+  readonly pods?: ReadonlyArray<PodServices> | undefined
+  /** pods Marathon listed that could not be read: skipped, and nothing of theirs purged */
+  readonly unreadablePodIds?: ReadonlyArray<string> | undefined
+}
+
+/** An app or a pod: what has a Consul name, labels in KV and running tasks as services. */
+interface Workload {
+  readonly id: AppId | string
+  readonly labels?: Labels | undefined
+  readonly services: () => ReadonlyArray<{ readonly taskId: string; readonly host: string; readonly endpoints: TaskEndpoints }>
+}
+
+const appWorkload = (app: AppWithTasks): Workload => ({
+  id: app.id,
+  labels: app.labels,
+  services: () => app.tasks.flatMap((task) => isRunning(task) ? [{ taskId: task.id, host: task.host, endpoints: taskEndpoints(app, task) }] : [])
+})
+
+const podWorkload = (pod: PodServices): Workload => ({
+  id: pod.id,
+  labels: pod.labels,
+  services: () => pod.tasks.map((task) => ({ taskId: task.id, host: task.host, endpoints: task.endpoints }))
+})
 
 export interface Clash {
   readonly name: AppName
-  readonly ids: ReadonlyArray<AppId>
+  /** app and pod ids */
+  readonly ids: ReadonlyArray<string>
 }
 
 export interface Desired {
@@ -51,40 +84,57 @@ export const desiredState = (
   registrationId: string,
   directory: Pick<AgentDirectory, "resolve">,
   /** apps Marathon listed that could not be read: skipped, and nothing of theirs purged */
-  unreadableIds: ReadonlyArray<string> = []
+  unreadableAppIds: ReadonlyArray<string> = [],
+  options: DesiredOptions = {}
 ): Desired => {
+  const unreadableIds = [...unreadableAppIds, ...(options.unreadablePodIds ?? [])]
   const unreadableNames = new Set(unreadableIds.map((id) => appName(id)))
-  const byName = new Map<AppName, Array<AppWithTasks>>()
-  for (const app of apps) {
-    const name = appName(app.id)
-    const group = byName.get(name)
-    if (group === undefined) byName.set(name, [app])
-    else group.push(app)
+  const workloads = [...apps.map(appWorkload), ...(options.pods ?? []).map(podWorkload)].map((workload) => {
+    const name = appName(workload.id)
+    const wanted = workload.services().map((service) => ({
+      taskId: service.taskId,
+      agent: directory.resolve(service.host),
+      registrations: registrations(registrationId, { appId: workload.id, taskId: service.taskId, endpoints: service.endpoints }, options)
+    }))
+    // every Consul name it registers: its own, and with --service-per-port those of its other ports
+    const claimed = new Set<string>([name])
+    for (const service of wanted) for (const r of service.registrations) claimed.add(r.Name)
+    return { workload, name, wanted, claimed }
+  })
+  const claimants = new Map<string, Array<string>>()
+  for (const { claimed, workload } of workloads) {
+    for (const claim of claimed) {
+      const ids = claimants.get(claim)
+      if (ids === undefined) claimants.set(claim, [workload.id])
+      else ids.push(workload.id)
+    }
+  }
+  const clashes: Array<Clash> = []
+  const clashingIds = new Set<string>(unreadableIds)
+  for (const [name, ids] of claimants) {
+    if (ids.length < 2) continue
+    const distinct = [...new Set(ids)].sort()
+    clashes.push({ name: AppName.make(name), ids: distinct })
+    for (const id of distinct) clashingIds.add(id)
   }
   const services = new Map<string, DesiredService>()
   const labels = new Map<string, string>()
   const names = new Set<AppName>()
-  const clashes: Array<Clash> = []
-  const clashingIds = new Set<string>()
-  for (const id of unreadableIds) clashingIds.add(id)
-  for (const [name, group] of byName) {
-    if (group.length > 1 || unreadableNames.has(name)) {
-      const ids = [...new Set(group.map((app) => app.id))].sort()
-      if (group.length > 1) clashes.push({ name, ids })
-      for (const id of ids) clashingIds.add(id)
+  const protectedNames = new Set<AppName>([...clashes.map((clash) => clash.name), ...unreadableNames])
+  for (const { name, wanted, workload } of workloads) {
+    if (clashingIds.has(workload.id) || unreadableNames.has(name)) {
+      clashingIds.add(workload.id)
+      protectedNames.add(name)
       continue
     }
-    const app = group[0]!
     names.add(name)
-    for (const [label, value] of Object.entries(app.labels ?? {})) {
+    for (const [label, value] of Object.entries(workload.labels ?? {})) {
       labels.set(labelKey(name, label), encodeLabelValue(value))
     }
-    for (const task of app.tasks) {
-      if (!isRunning(task)) continue
-      services.set(task.id, { agent: directory.resolve(task.host), registration: registration(registrationId, app.id, task) })
+    for (const { agent, registrations: all, taskId } of wanted) {
+      for (const r of all) services.set(r.ID, r.ID === taskId ? { agent, registration: r } : { agent, registration: r, taskId })
     }
   }
-  const protectedNames = new Set<AppName>([...clashes.map((clash) => clash.name), ...unreadableNames])
   return { services, labels, apps: names, clashes, clashingIds, protectedNames }
 }
 

@@ -6,7 +6,7 @@ import type { Duration, Scope } from "effect"
 import { STATUS_CODES } from "node:http"
 import type { TlsSettings } from "../services/Http.js"
 import * as Http from "../services/Http.js"
-import { appView, taskView } from "../services/Marathon.js"
+import { appView, podStatusView, podView, taskView } from "../services/Marathon.js"
 import type { MarathonEvent, MarathonFault, MarathonOperation, MarathonStore } from "../services/MarathonStore.js"
 import type { ServerTls } from "./Listen.js"
 import { decodePath, dropConnection, listen, requestTarget } from "./Listen.js"
@@ -178,6 +178,28 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
       return Effect.succeed(json(event))
     })
 
+  /** Marathon < 1.4 has no pods: every `/v2/pods` route is a route it does not have */
+  const allPods = admitted("pods", () =>
+    Effect.succeed(store.podsSupported ? json([...store.pods.values()].map(podView)) : noSuchRoute))
+
+  /** `/v2/pods/::status`, `/v2/pods/<id>::status` and `/v2/pods/<id>` */
+  const onePod = Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const path = requestTarget(request).path
+    if (path === "/v2/pods/::status") {
+      return yield* admitted("pods", () =>
+        Effect.succeed(store.podsSupported ? json([...store.pods.values()].map(podStatusView)) : noSuchRoute))
+    }
+    const status = path.endsWith("::status")
+    const id = appIdOf(`/v2/apps/${path.slice("/v2/pods/".length, status ? -"::status".length : undefined)}`)
+    return yield* admitted(status ? "pods" : "pod", () => {
+      if (!store.podsSupported) return Effect.succeed(noSuchRoute)
+      const pod = id === undefined ? undefined : store.pods.get(id)
+      if (pod === undefined) return Effect.succeed(status ? message(`Pod '${id ?? path}' does not exist`, 404) : message(`pod with ${id ?? path} does not exist`, 404))
+      return Effect.succeed(json(status ? podStatusView(pod) : podView(pod)))
+    })
+  })
+
   const leader = admitted("leader", (request) => {
     const socket = NodeHttpServerRequest.toIncomingMessage(request).socket
     return Effect.succeed(json({ leader: store.leader ?? `${socket.localAddress ?? "127.0.0.1"}:${socket.localPort ?? 0}` }))
@@ -217,6 +239,8 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
     HttpRouter.get("/v2/eventSubscriptions", subscriptions),
     HttpRouter.post("/v2/eventSubscriptions", changeSubscription("subscribe")),
     HttpRouter.del("/v2/eventSubscriptions", changeSubscription("unsubscribe")),
+    HttpRouter.get("/v2/pods", allPods),
+    HttpRouter.get("/v2/pods/*", onePod),
     HttpRouter.get("/v2/leader", leader),
     HttpRouter.get("/v2/events", events)
   )

@@ -93,6 +93,7 @@ describe("StatusUpdateEvent", () => {
       appId: "/grp/web",
       host: "slave-1234.acme.org",
       ports: [31372, 31373],
+      ipAddresses: [{ ipAddress: "172.17.0.2", protocol: "IPv4" }],
       version: "2017-03-01T23:28:21.737Z",
       timestamp: "2017-03-01T23:29:30.158Z"
     })
