@@ -16,7 +16,7 @@ import { planLines, summaryLines, syncOnce } from "./programs/Sync.js"
 
 // consular [--scheme S] [--host H] [--port P] [--consul URL] [--marathon URL] [--registration-id ID]
 //          [--sync-interval N] [--purge/--no-purge] [--logfile F] [--debug/--no-debug] [--timeout S]
-//          [--fallback/--no-fallback] [--fallback-timeout S] [run | sync [--dry-run] | demo]
+//          [--fallback/--no-fallback] [--fallback-timeout S] [--service-per-port] [run | sync [--dry-run] | demo]
 // The flags, names and defaults are the Python consular's: existing users swap it in unchanged.
 
 const invalid = (flag: string, why: string) => (): HelpDoc.HelpDoc => HelpDoc.p(`--${flag}: ${why}`)
@@ -95,6 +95,9 @@ const timeout = numberFlag("timeout", 5, (n) => n > 0, "must be a positive numbe
 const fallback = Options.boolean("fallback", { negationNames: ["no-fallback"] }).pipe(
   Options.withDescription("register on the main agent when the task host's agent cannot be reached")
 )
+const servicePerPort = Options.boolean("service-per-port").pipe(
+  Options.withDescription("register one service per port of a task (<task id>:<port name or index>), not only the lowest port's")
+)
 const fallbackTimeout = numberFlag("fallback-timeout", 2, (n) => n > 0, "must be a positive number of seconds").pipe(
   Options.withDescription("timeout in seconds of a registration on the fallback agent (default: 2)")
 )
@@ -149,7 +152,7 @@ const eventsSecretFile = secretFileFlag("events-secret-file", "require this secr
 
 /** Flags every command takes; the daemon adds its listener, schedule and event source. */
 const commonOptions = {
-  consul, marathon, registrationId, purge, logfile, debug, timeout, fallback, fallbackTimeout, logFormat,
+  consul, marathon, registrationId, purge, logfile, debug, timeout, fallback, fallbackTimeout, logFormat, servicePerPort,
   consulToken, consulTokenFile, consulCaFile, consulCertFile, consulKeyFile, consulSkipVerify,
   marathonCaFile, marathonCertFile, marathonKeyFile, marathonSkipVerify, marathonUser, marathonPasswordFile, marathonTokenFile
 }
@@ -244,7 +247,8 @@ const syncSettings = (o: CommonOptions) => ({
   purge: o.purge,
   fallback: o.fallback,
   fallbackTimeout: seconds(o.fallbackTimeout),
-  consulUrl: o.consul
+  consulUrl: o.consul,
+  servicePerPort: o.servicePerPort
 })
 
 /** A usage error is printed as the CLI prints its own, with a non-zero exit. */

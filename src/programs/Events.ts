@@ -6,13 +6,16 @@ import type { MarathonError } from "../domain/Errors.js"
 import * as Diff from "../domain/Diff.js"
 import { EventEnvelope, isTerminal, KnownEventType, StatusUpdateEvent } from "../domain/MarathonApi.js"
 import type { TaskState } from "../domain/MarathonApi.js"
-import { appKvPrefix, appName, isOwnedBy, registration } from "../domain/Naming.js"
+import type { AppId, Labels } from "../domain/MarathonApi.js"
+import { appKvPrefix, appName, isOwnedBy, registrations, taskIdOfService } from "../domain/Naming.js"
+import { appRunSpec, taskEndpointsOf, unknownRunSpec } from "../domain/RunSpec.js"
+import type { RunSpec } from "../domain/RunSpec.js"
 import { Consul } from "../services/Consul.js"
 import { Metrics } from "../services/Metrics.js"
 import { Marathon } from "../services/Marathon.js"
 import { Ledger } from "./Ledger.js"
 import { writeKv } from "./Sync.js"
-import { labelsKnown, ownedKey, rememberLabels, rememberOwned, Topology } from "./Topology.js"
+import { knownRunSpec, labelsKnown, ownedKey, rememberLabels, rememberOwned, rememberRunSpec, Topology } from "./Topology.js"
 
 /**
  * Marathon events in, Consul writes out. Every answer is JSON: 2xx when the event was applied or needs nothing,
@@ -25,6 +28,8 @@ export interface EventSettings {
   readonly fallbackTimeout: Duration.DurationInput
   /** bodies over this many bytes are refused with 413 */
   readonly maxEventBytes: number
+  /** one service per port of a task, not only the lowest port's */
+  readonly servicePerPort?: boolean | undefined
 }
 
 export type DecodedEvent =
@@ -147,6 +152,14 @@ class EndedTasks {
   }
 }
 
+/** An app's or a pod's definition, as far as events need it. */
+interface Definition {
+  readonly id: AppId
+  readonly labels: Labels | undefined
+  readonly version: string | undefined
+  readonly runSpec: RunSpec
+}
+
 export type EventOutcome = "registered" | "deregistered" | "ignored" | "stale" | "skipped"
 
 export const makeEventHandler = (settings: EventSettings) =>
@@ -159,11 +172,30 @@ export const makeEventHandler = (settings: EventSettings) =>
     const metrics = yield* Effect.serviceOption(Metrics)
     const ended = new EndedTasks(20_000)
 
+    /**
+     * The definition of the task's app, or of its pod (Marathon 1.4+: a pod task's `appId` is the pod's id): how
+     * the task is reached, and the labels. Undefined when Marathon has neither any more.
+     */
+    const readDefinition = (id: AppId): Effect.Effect<Definition | undefined, MarathonError> =>
+      marathon.app(id).pipe(
+        Effect.map((app): Definition | undefined => ({ id: app.id, labels: app.labels, version: app.version, runSpec: appRunSpec(app) })),
+        Effect.catchTag("NotFound", () =>
+          marathon.pod(id).pipe(
+            Effect.map((pod): Definition => ({
+              id: pod.id,
+              labels: pod.labels ?? undefined,
+              version: pod.version ?? undefined,
+              runSpec: { _tag: "Pod", spec: pod }
+            })),
+            Effect.catchTag("NotFound", () => Effect.succeed(undefined))
+          ))
+      )
+
     /** Labels of the app, unless KV already holds this version's. A vanished app: nothing more to do. */
-    const refreshLabels = (event: StatusUpdateEvent) =>
+    const refreshLabels = (event: StatusUpdateEvent, read: Definition | undefined | "unread") =>
       Effect.gen(function*() {
         if (labelsKnown(topology, event.appId, event.version)) return
-        const app = yield* marathon.app(event.appId).pipe(Effect.catchTag("NotFound", () => Effect.succeed(undefined)))
+        const app = read === "unread" ? yield* readDefinition(event.appId) : read
         if (app === undefined) {
           yield* Effect.logWarning("app of a running task not found in Marathon").pipe(Effect.annotateLogs({ app: event.appId, task: event.taskId }))
           return
@@ -194,21 +226,29 @@ export const makeEventHandler = (settings: EventSettings) =>
           return "skipped" as const
         }
         const agent = topology.directory.resolve(event.host)
-        const wanted = registration(settings.registrationId, event.appId, { id: event.taskId, host: event.host, ports: event.ports })
-        const registeredOn = yield* consul.register(agent, wanted, { fallbackMode: settings.fallback }).pipe(
-          Effect.as(agent),
-          Effect.catchTag("ConsulError", (error) =>
-            settings.fallback && (error.reason === "Transport" || error.reason === "Timeout") && agent !== topology.directory.main
-              ? consul.register(topology.directory.main, wanted, { fallbackMode: true, timeout: settings.fallbackTimeout }).pipe(
-                Effect.as(topology.directory.main),
-                Effect.tap(() => Effect.logWarning("registered on the fallback agent").pipe(Effect.annotateLogs({ service: wanted.ID, agent: topology.directory.main, unreachable: agent })))
-              )
-              : Effect.fail(error)
+        // how the task is reached comes from its app's (or pod's) definition, read once per version: a failed
+        // read fails the event (502) before anything is written
+        const known = knownRunSpec(topology, event.appId, event.version)
+        const read = known === undefined || !labelsKnown(topology, event.appId, event.version) ? yield* readDefinition(event.appId) : "unread" as const
+        const runSpec = known ?? (read === "unread" ? undefined : read?.runSpec) ?? unknownRunSpec
+        if (known === undefined && read !== "unread" && read !== undefined) rememberRunSpec(topology, read.id, read.version, read.runSpec)
+        const endpoints = taskEndpointsOf(runSpec, { id: event.taskId, host: event.host, ports: event.ports, ipAddresses: event.ipAddresses })
+        for (const wanted of registrations(settings.registrationId, { appId: event.appId, taskId: event.taskId, endpoints }, settings)) {
+          const registeredOn = yield* consul.register(agent, wanted, { fallbackMode: settings.fallback }).pipe(
+            Effect.as(agent),
+            Effect.catchTag("ConsulError", (error) =>
+              settings.fallback && (error.reason === "Transport" || error.reason === "Timeout") && agent !== topology.directory.main
+                ? consul.register(topology.directory.main, wanted, { fallbackMode: true, timeout: settings.fallbackTimeout }).pipe(
+                  Effect.as(topology.directory.main),
+                  Effect.tap(() => Effect.logWarning("registered on the fallback agent").pipe(Effect.annotateLogs({ service: wanted.ID, agent: topology.directory.main, unreachable: agent })))
+                )
+                : Effect.fail(error)
+            )
           )
-        )
-        rememberOwned(topology, registeredOn, wanted.ID)
+          rememberOwned(topology, registeredOn, wanted.ID)
+        }
         yield* ledger.taskStarted(event.taskId, appName(event.appId))
-        yield* refreshLabels(event)
+        yield* refreshLabels(event, read)
         return "registered" as const
       })
 
@@ -232,15 +272,36 @@ export const makeEventHandler = (settings: EventSettings) =>
       )
     }
 
+    /**
+     * With --service-per-port a task has a service per port, "<task id>:<port>": those of ours on the agent end
+     * with it. The agent is asked, not the app: its definition may have changed, or be gone.
+     */
+    const deregisterPortServices = (agent: string, taskId: string) =>
+      settings.servicePerPort !== true ? Effect.void : consul.agentServices(agent).pipe(
+        Effect.flatMap((services) =>
+          Effect.forEach(
+            [...services.values()].filter((service) =>
+              service.ID !== taskId && taskIdOfService(service.ID) === taskId && isOwnedBy(service.Tags, settings.registrationId)
+            ),
+            (service) => consul.deregister(agent, service.ID).pipe(
+              Effect.catchTag("NotFound", () => Effect.void),
+              Effect.tap(() => Effect.sync(() => topology.owned.delete(ownedKey(agent, service.ID))))
+            ),
+            { discard: true }
+          )
+        )
+      )
+
     const deregister = (event: StatusUpdateEvent) =>
       Effect.gen(function*() {
         const agent = topology.directory.resolve(event.host)
         const main = topology.directory.main
         // a fallback registration sits on the main agent: it ends with its task too
         const agents = settings.fallback && main !== agent ? [agent, main] : [agent]
+        const deregisterAll = (target: string) => Effect.zipRight(deregisterFrom(target, event.taskId), deregisterPortServices(target, event.taskId))
         const results = agents.length === 1
-          ? [yield* Effect.either(deregisterFrom(agent, event.taskId))]
-          : yield* Effect.forEach(agents, (target) => Effect.either(deregisterFrom(target, event.taskId)), { concurrency: 2 })
+          ? [yield* Effect.either(deregisterAll(agent))]
+          : yield* Effect.forEach(agents, (target) => Effect.either(deregisterAll(target)), { concurrency: 2 })
         yield* ledger.taskEnded(event.taskId, appName(event.appId))
         const [onHost, onMain] = results
         if (onHost !== undefined && Either.isLeft(onHost)) {

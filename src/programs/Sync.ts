@@ -8,14 +8,16 @@ import type { AppWithTasks, Plan } from "../domain/Diff.js"
 import { isUnreachable } from "../domain/Errors.js"
 import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
-import type { RejectedApp } from "../domain/MarathonApi.js"
-import { appName, isOwnedBy, kvRoot, parseLabelKey } from "../domain/Naming.js"
+import type { PodListing, RejectedApp } from "../domain/MarathonApi.js"
+import { appName, isOwnedBy, kvRoot, parseLabelKey, taskIdOfService } from "../domain/Naming.js"
+import { podServices } from "../domain/Pods.js"
+import { appRunSpec } from "../domain/RunSpec.js"
 import { Consul } from "../services/Consul.js"
 import { Marathon } from "../services/Marathon.js"
 import * as Clock from "../services/Clock.js"
 import { forEachInLanes } from "./Lanes.js"
 import { Ledger } from "./Ledger.js"
-import { ownedKey, rememberOwned, Topology } from "./Topology.js"
+import { ownedKey, rememberOwned, rememberRunSpec, Topology } from "./Topology.js"
 
 export interface SyncSettings {
   readonly registrationId: string
@@ -29,6 +31,8 @@ export interface SyncSettings {
   readonly dryRun?: boolean | undefined
   /** requests in flight at once (reads and writes) */
   readonly concurrency?: number | undefined
+  /** one service per port of a task, not only the lowest port's */
+  readonly servicePerPort?: boolean | undefined
 }
 
 export interface SyncFailure {
@@ -65,19 +69,36 @@ const readMarathon = (concurrency: number): Effect.Effect<{
     const listing = yield* marathon.apps
     const apps = yield* Effect.forEach(listing.apps, (app) =>
       app.tasks !== undefined
-        ? Effect.succeed({ id: app.id, labels: app.labels, version: app.version, tasks: app.tasks })
+        ? Effect.succeed({ ...app, tasks: app.tasks })
         : marathon.appTasks(app.id).pipe(
           // Marathon #3881: some releases answer 404 for an app that has no tasks
           Effect.catchTag("NotFound", () => Effect.succeed([])),
-          Effect.map((tasks) => ({ id: app.id, labels: app.labels, version: app.version, tasks }))
+          Effect.map((tasks) => ({ ...app, tasks }))
         ), { concurrency })
     return { apps, rejected: listing.rejected }
   })
 
+/**
+ * Marathon's pods (`GET /v2/pods/::status`, read every pass): a 404 is a Marathon < 1.4, which has none; any other
+ * failure leaves the pods unknown, and a pass that does not know them must not purge.
+ */
+type PodsRead =
+  | { readonly _tag: "Read"; readonly listing: PodListing }
+  | { readonly _tag: "Unreadable"; readonly error: MarathonError }
+
+const readPods: Effect.Effect<PodsRead, never, Marathon> = Effect.flatMap(Marathon, (marathon) =>
+  marathon.pods.pipe(
+    Effect.map((listing): PodsRead => ({ _tag: "Read", listing })),
+    Effect.catchTags({
+      NotFound: () => Effect.succeed<PodsRead>({ _tag: "Read", listing: { pods: [], rejected: [] } }),
+      MarathonError: (error) => Effect.succeed<PodsRead>({ _tag: "Unreadable", error })
+    })
+  ))
+
 const failureOf = (scope: string, error: ConsulError | MarathonError): SyncFailure => ({ scope, message: error.message })
 
 /** Reads Consul: the catalog, every agent that matters, and every key below `consular/`. */
-const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: boolean, concurrency: number) =>
+const readConsul = (apps: ReadonlyArray<AppWithTasks>, podHosts: ReadonlyArray<string>, consulUrl: URL, purge: boolean, concurrency: number) =>
   Effect.gen(function*() {
     const consul = yield* Consul
     const failures: Array<SyncFailure> = []
@@ -102,6 +123,7 @@ const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: bo
     for (const app of apps) {
       for (const task of app.tasks) if (isRunning(task)) agentsToRead.add(directory.resolve(task.host))
     }
+    for (const host of podHosts) agentsToRead.add(directory.resolve(host))
     const states = yield* Effect.forEach(agentsToRead, (agent) =>
       // one try for an agent that is not there: the pass goes on without it, the next pass asks again
       consul.agentServices(agent, { retryUnreachable: false }).pipe(
@@ -123,9 +145,10 @@ const withoutNewerEvents = (plan: Plan, view: { started: ReadonlySet<string>; en
     const parsed = parseLabelKey(key)
     return parsed !== undefined && view.apps.has(parsed.app)
   }
+  const taskOf = (s: Diff.DesiredService) => s.taskId ?? s.registration.ID
   return {
-    register: plan.register.filter((s) => !view.ended.has(s.registration.ID) && !view.started.has(s.registration.ID)),
-    deregister: plan.deregister.filter((d) => !view.started.has(d.serviceId) && !view.ended.has(d.serviceId)),
+    register: plan.register.filter((s) => !view.ended.has(taskOf(s)) && !view.started.has(taskOf(s))),
+    deregister: plan.deregister.filter((d) => !view.started.has(taskIdOfService(d.serviceId)) && !view.ended.has(taskIdOfService(d.serviceId))),
     kvSet: plan.kvSet.filter((op) => !touchedApp(op.key)),
     kvDelete: plan.kvDelete.filter((key) => !touchedApp(key)),
     kvDeleteTree: plan.kvDeleteTree.filter((prefix) => !touchedApp(prefix))
@@ -227,7 +250,7 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
         Effect.catchAll(fail(`agent ${directory.main} (fallback)`))
       )
 
-    const register = ({ agent, registration }: Diff.DesiredService) => unlessNewerEvent(registration.ID, Effect.suspend(() => {
+    const register = ({ agent, registration, taskId }: Diff.DesiredService) => unlessNewerEvent(taskId ?? registration.ID, Effect.suspend(() => {
       if (unreachable.has(agent)) {
         // known down in this pass: straight to the fallback, or wait for the agent (reported once, when read)
         return settings.fallback && agent !== directory.main ? fallbackRegister(registration) : Effect.void
@@ -246,7 +269,7 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
 
     const deregister = ({ agent, serviceId }: Plan["deregister"][number]) =>
       unlessNewerEvent(
-        serviceId,
+        taskIdOfService(serviceId),
         consul.deregister(agent, serviceId).pipe(
           Effect.catchTag("NotFound", () => Effect.void), // already gone: that is what we wanted
           Effect.tap(() => Effect.sync(() => {
@@ -283,15 +306,30 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
   const mark = yield* ledger.beginPass
   const startedAt = yield* Clock.now
   return yield* Effect.gen(function*() {
-    const { apps, rejected } = yield* readMarathon(concurrency)
-    // an app without a usable id cannot be told from a gone one: no purge in this pass
-    const purge = settings.purge && rejected.every((app) => app.id !== undefined)
-    const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, purge, concurrency)
+    const [{ apps, rejected }, podsRead] = yield* Effect.all([readMarathon(concurrency), readPods], { concurrency: 2 })
+    const podListing = podsRead._tag === "Read" ? podsRead.listing : { pods: [], rejected: [] }
+    const pods = podListing.pods.map(podServices)
+    // an app or pod without a usable id cannot be told from a gone one, nor can unknown pods: no purge in this pass
+    const purge = settings.purge && podsRead._tag === "Read" &&
+      [...rejected, ...podListing.rejected].every((app) => app.id !== undefined)
+    const { directory, actual, failures } = yield* readConsul(apps, pods.flatMap((pod) => pod.tasks.map((task) => task.host)), settings.consulUrl, purge, concurrency)
+    if (podsRead._tag === "Unreadable") {
+      failures.push(failureOf("marathon", podsRead.error))
+      yield* Effect.logError("pods cannot be read: no purge in this pass").pipe(Effect.annotateLogs({ error: podsRead.error.message }))
+    }
     for (const app of rejected) {
       failures.push({ scope: "marathon", message: `app ${app.id ?? "(no id)"} skipped, unreadable: ${app.problem}` })
       yield* Effect.logError("app Marathon listed cannot be read: skipped").pipe(Effect.annotateLogs({ app: app.id ?? "(no id)", problem: app.problem }))
     }
-    const desired = Diff.desiredState(apps, settings.registrationId, directory, rejected.flatMap((app) => app.id === undefined ? [] : [app.id]))
+    for (const pod of podListing.rejected) {
+      failures.push({ scope: "marathon", message: `pod ${pod.id ?? "(no id)"} skipped, unreadable: ${pod.problem}` })
+      yield* Effect.logError("pod Marathon listed cannot be read: skipped").pipe(Effect.annotateLogs({ pod: pod.id ?? "(no id)", problem: pod.problem }))
+    }
+    const desired = Diff.desiredState(apps, settings.registrationId, directory, rejected.flatMap((app) => app.id === undefined ? [] : [app.id]), {
+      servicePerPort: settings.servicePerPort,
+      pods,
+      unreadablePodIds: podListing.rejected.flatMap((pod) => pod.id === undefined ? [] : [pod.id])
+    })
     for (const clash of desired.clashes) {
       yield* Effect.logError("app ids share one Consul name: skipped").pipe(
         Effect.annotateLogs({ name: clash.name, ids: clash.ids.join(", ") })
@@ -324,12 +362,19 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       // labels are known to be in KV only when KV was read and every write landed
       if (actual.kv !== undefined && !applied.failures.some((failure) => failure.scope === "kv")) {
         const touched = (yield* ledger.since(mark)).apps
-        for (const app of apps) {
+        const versions = [...apps, ...pods].map((workload) => ({ id: workload.id, version: workload.version }))
+        for (const app of versions) {
           // an app an event refreshed meanwhile may have newer labels than this pass read: let the next event look
           if (app.version !== undefined && !desired.clashingIds.has(app.id) && !touched.has(appName(app.id))) {
             topology.labelVersions.set(app.id, app.version)
           }
         }
+      }
+      // how each version's tasks are reached: a RUNNING event of a version the pass saw reads nothing
+      topology.runSpecs.clear()
+      for (const app of apps) if (app.version !== undefined) rememberRunSpec(topology, app.id, app.version, appRunSpec(app))
+      for (const pod of podListing.pods) {
+        if (typeof pod.spec.version === "string") rememberRunSpec(topology, pod.id, pod.spec.version, { _tag: "Pod", spec: pod.spec })
       }
     }
     const report: SyncReport = {
@@ -372,8 +417,14 @@ export const summaryLines = (report: SyncReport): ReadonlyArray<string> => [
   ...report.failures.map((failure) => `error: ${failure.scope}: ${failure.message}`)
 ]
 
+/** Where a registration sends traffic: "10.0.0.7:8080", "[fd00::7]:8080", "10.0.0.7 (no port)". */
+const reachedAt = (registration: Registration): string => {
+  const address = registration.Address.includes(":") ? `[${registration.Address}]` : registration.Address
+  return registration.Port === undefined ? `${registration.Address} (no port)` : `${address}:${registration.Port}`
+}
+
 export const planLines = (plan: Plan): ReadonlyArray<string> => [
-  ...plan.register.map((s) => `register ${s.registration.ID} (${s.registration.Name}) on agent ${s.agent}`),
+  ...plan.register.map((s) => `register ${s.registration.ID} (${s.registration.Name}) at ${reachedAt(s.registration)} on agent ${s.agent}`),
   ...plan.deregister.map((d) => `deregister ${d.serviceId} from agent ${d.agent} (${d.why === "dead" ? "task not running" : "moved"})`),
   ...plan.kvSet.map((op) => `set ${op.key} = ${op.value}`),
   ...plan.kvDelete.map((key) => `delete ${key}`),

@@ -1,6 +1,7 @@
 import { Context, Layer } from "effect"
 import { agentDirectory } from "../domain/Agents.js"
 import type { AgentDirectory } from "../domain/Agents.js"
+import type { RunSpec } from "../domain/RunSpec.js"
 import { KeyedLock } from "./KeyedLock.js"
 
 /**
@@ -20,6 +21,11 @@ export interface TopologyView {
   readonly owned: Set<string>
   /** one lock per task, shared by events and sync passes: their writes for one task never interleave */
   readonly locks: KeyedLock
+  /**
+   * app or pod id -> how its tasks of that version are reached (networking only, never tasks), so that a
+   * RUNNING event of a known version reads nothing from Marathon, as for labels
+   */
+  readonly runSpecs: Map<string, { readonly version: string; readonly runSpec: RunSpec }>
 }
 
 export class Topology extends Context.Tag("consular/Topology")<Topology, TopologyView>() {}
@@ -29,7 +35,8 @@ export const makeTopology = (consulUrl: URL): TopologyView => ({
   clashingIds: new Set(),
   labelVersions: new Map(),
   owned: new Set(),
-  locks: new KeyedLock()
+  locks: new KeyedLock(),
+  runSpecs: new Map()
 })
 
 /** A cache, not the truth: bounded, and emptied (costing a tag lookup per kill) rather than grown without end. */
@@ -52,4 +59,15 @@ export const labelsKnown = (topology: TopologyView, appId: string, version: stri
 export const rememberLabels = (topology: TopologyView, appId: string, version: string | undefined): void => {
   if (version === undefined) topology.labelVersions.delete(appId)
   else topology.labelVersions.set(appId, version)
+}
+
+/** The run spec of this version of the app or pod, when a sync or an event already read it. */
+export const knownRunSpec = (topology: TopologyView, appId: string, version: string | undefined): RunSpec | undefined => {
+  const known = version === undefined ? undefined : topology.runSpecs.get(appId)
+  return known !== undefined && known.version === version ? known.runSpec : undefined
+}
+
+export const rememberRunSpec = (topology: TopologyView, appId: string, version: string | undefined, runSpec: RunSpec): void => {
+  if (version === undefined) topology.runSpecs.delete(appId)
+  else topology.runSpecs.set(appId, { version, runSpec })
 }
