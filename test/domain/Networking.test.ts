@@ -1,11 +1,27 @@
 import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
-import { registration } from "../../src/domain/Naming.js"
+import type { AppId, TaskId } from "../../src/domain/MarathonApi.js"
+import { appName, registrations } from "../../src/domain/Naming.js"
 import { containerAddress, networkMode, taskEndpoints } from "../../src/domain/Networking.js"
 import type { AppNetworking, TaskAddressing } from "../../src/domain/Networking.js"
 import { AppIdArb, HostArb, PortArb, TaskIdArb } from "./Arbitraries.js"
 
 const many = { fastCheck: { numRuns: 500 } }
+
+/**
+ * Today's registration, as consular (and the Python original) built it before networking modes: kept here
+ * verbatim so that the registration builder is checked against it byte for byte, JSON key order included.
+ */
+const todaysRegistration = (registrationId: string, app: AppId, task: { readonly id: TaskId; readonly host: string; readonly ports?: ReadonlyArray<number> | undefined }) => {
+  const ports = task.ports ?? []
+  const base = {
+    ID: task.id,
+    Name: appName(app),
+    Address: task.host,
+    Tags: [`consular-reg-id=${registrationId}`, `consular-app-id=${app}`]
+  }
+  return ports.length === 0 ? base : { ...base, Port: ports.reduce((low, port) => Math.min(low, port)) }
+}
 
 const portName = fc.option(fc.stringMatching(/^[a-z][a-z0-9-]{0,8}$/), { nil: undefined })
 const mapping = fc.record({ containerPort: PortArb, hostPort: PortArb, name: portName })
@@ -25,6 +41,17 @@ const HostOrBridgeAppArb: fc.Arbitrary<AppNetworking> = fc.oneof(
   })
 )
 
+/** Apps on a container network, in each way Marathon 1.4 to 1.10 writes that. */
+const ContainerAppArb: fc.Arbitrary<AppNetworking> = fc.oneof(
+  fc.record({ networks: fc.constant([{ mode: "container", name: "calico" }]), container: fc.record({ portMappings: fc.array(mapping, { maxLength: 5 }) }) }),
+  fc.record({
+    ipAddress: fc.record({ discovery: fc.record({ ports: fc.array(fc.record({ number: PortArb, name: portName }), { maxLength: 4 }) }) }),
+    container: fc.record({ docker: fc.record({ network: fc.constant("USER"), portMappings: fc.array(mapping, { maxLength: 4 }) }) })
+  })
+)
+
+const AnyModeAppArb: fc.Arbitrary<AppNetworking> = fc.oneof(HostOrBridgeAppArb, ContainerAppArb)
+
 const TaskArb: fc.Arbitrary<TaskAddressing> = fc.record({
   host: HostArb,
   ports: fc.option(fc.array(PortArb, { maxLength: 6 }), { nil: undefined }),
@@ -32,12 +59,49 @@ const TaskArb: fc.Arbitrary<TaskAddressing> = fc.record({
 })
 
 describe("networking modes", () => {
-  it.prop("host and bridge: address and port are exactly the original's registration", [HostOrBridgeAppArb, TaskArb, AppIdArb, TaskIdArb], ([app, task, appId, taskId]) => {
+  it.prop("host and bridge: the registration is today's, byte for byte", [HostOrBridgeAppArb, TaskArb, AppIdArb, TaskIdArb], ([app, task, appId, taskId]) => {
     const endpoints = taskEndpoints(app, task)
-    const original = registration("consular", appId, { id: taskId, host: task.host as never, ports: task.ports })
+    const today = todaysRegistration("consular", appId, { id: taskId, host: task.host, ports: task.ports })
     expect(endpoints.mode).not.toBe("container")
-    expect(endpoints.address).toBe(original.Address)
-    expect(endpoints.lowest?.port).toBe(original.Port)
+    const built = registrations("consular", { appId, taskId, endpoints })
+    expect(built).toHaveLength(1)
+    expect(JSON.stringify(built[0])).toBe(JSON.stringify(today))
+    // --service-per-port leaves the lowest port's service exactly as it was
+    expect(JSON.stringify(registrations("consular", { appId, taskId, endpoints }, { servicePerPort: true })[0])).toBe(JSON.stringify(today))
+  }, many)
+
+  it.prop("every mode: with --service-per-port one service per port, the extra ones named after the port", [AnyModeAppArb, TaskArb, AppIdArb, TaskIdArb], ([app, task, appId, taskId]) => {
+    const endpoints = taskEndpoints(app, task)
+    const all = registrations("consular", { appId, taskId, endpoints }, { servicePerPort: true })
+    expect(all).toHaveLength(Math.max(1, endpoints.ports.length))
+    expect(all[0]!.ID).toBe(taskId)
+    expect(all[0]!.Name).toBe(appName(appId))
+    expect(all[0]!.Port).toBe(endpoints.lowest?.port)
+    const extras = all.slice(1)
+    expect(extras.map((r) => r.Port).sort()).toEqual(endpoints.ports.filter((p) => p !== endpoints.lowest).map((p) => p.port).sort())
+    for (const r of all) {
+      expect(r.Address).toBe(endpoints.address)
+      expect(r.Tags).toEqual([`consular-reg-id=consular`, `consular-app-id=${appId}`])
+    }
+    for (const r of extras) {
+      const port = endpoints.ports.find((p) => `${taskId}:${p.name ?? p.index}` === r.ID)!
+      expect(port).toBeDefined()
+      expect(r.Name).toBe(`${appName(appId)}-${port.name ?? `port${port.index}`}`)
+    }
+  }, many)
+
+  it.prop("every mode: the registration is at the mode's address, on the lowest of the mode's ports", [AnyModeAppArb, TaskArb], ([app, task]) => {
+    const endpoints = taskEndpoints(app, task)
+    const [first] = registrations("consular", { appId: "/a" as AppId, taskId: "t" as TaskId, endpoints })
+    if (endpoints.mode === "container") {
+      const v4 = (task.ipAddresses ?? []).find((entry) => entry.protocol === "IPv4")
+      expect(first!.Address).toBe(v4?.ipAddress ?? task.ipAddresses?.[0]?.ipAddress ?? task.host)
+    } else {
+      expect(first!.Address).toBe(task.host)
+      expect(first!.Port).toBe((task.ports ?? []).length === 0 ? undefined : Math.min(...task.ports!))
+    }
+    const ports = endpoints.ports.map((p) => p.port)
+    expect(first!.Port).toBe(ports.length === 0 ? undefined : Math.min(...ports))
   }, many)
 
   it.prop("host and bridge: every task port, in the task's order, indexed as PORT<n>", [HostOrBridgeAppArb, TaskArb], ([app, task]) => {
