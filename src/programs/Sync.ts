@@ -380,7 +380,8 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     const report: SyncReport = {
       startedAt,
       apps: apps.length,
-      tasks: desired.services.size,
+      // with --service-per-port a task has several services: count tasks
+      tasks: new Set(Array.from(desired.services.values(), (s) => s.taskId ?? s.registration.ID)).size,
       agents: actual.agents.size,
       plan,
       registered: applied.registered,

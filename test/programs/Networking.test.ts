@@ -194,7 +194,9 @@ describe("--service-per-port", () => {
       const dc = yield* makeDatacenter()
       seed(dc)
       dc.consul.register("127.0.0.2", { ID: "other", Name: "web-http", Address: "127.0.0.2", Port: 1, Tags: [] })
-      yield* syncPass(dc, { servicePerPort: true })
+      const on = yield* syncPass(dc, { servicePerPort: true })
+      expect(on.tasks).toBe(1) // one running task, three services
+      expect(on.registered).toBe(3)
       expect(services(dc.consul, "127.0.0.2")).toEqual({
         // the lowest port keeps the original ID and Name; the others are named by port name, or by index
         "web.1": { ID: "web.1", Service: "web", Address: "127.0.0.2", Port: 31000, Tags: ours("/web") },
@@ -250,13 +252,18 @@ describe("--service-per-port", () => {
       seed(dc)
       dc.marathon.setTask("/web/admin", { id: "wa.1", host: "127.0.0.3", ports: [1] }, false)
       dc.marathon.setTask("/ok", { id: "ok.1", host: "127.0.0.3", ports: [2] }, false)
-      const report = yield* syncPass(dc, { servicePerPort: true })
+      dc.consul.register("127.0.0.2", { ID: "web.0", Name: "web", Address: "127.0.0.2", Port: 1, Tags: ours("/web") })
+      dc.consul.put("consular/web/old", "\"x\"")
+      const report = yield* syncPass(dc, { servicePerPort: true, purge: true })
       expect(report.clashes).toEqual([{ name: "web-admin", ids: ["/web", "/web/admin"] }])
-      expect(dc.consul.services("127.0.0.2").size).toBe(0)
+      // both apps' entries are left alone, /web's own name included
+      expect([...dc.consul.services("127.0.0.2").keys()]).toEqual(["web.0"])
+      expect(dc.consul.kv.get("consular/web/old")).toBe("\"x\"")
       expect([...dc.consul.services("127.0.0.3").keys()]).toEqual(["ok.1"])
       // without the flag there is no clash
       const plain = yield* syncPass(dc)
       expect(plain.clashes).toEqual([])
+      expect(dc.consul.services("127.0.0.2").has("web.1")).toBe(true)
       expect([...dc.consul.services("127.0.0.3").keys()].sort()).toEqual(["ok.1", "wa.1"])
     }))
 })
