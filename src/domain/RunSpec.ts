@@ -22,3 +22,11 @@ export const appRunSpec = (app: AppNetworking): RunSpec => ({
 
 export const taskEndpointsOf = (runSpec: RunSpec, task: TaskAddressing & { readonly id: string }): TaskEndpoints =>
   runSpec._tag === "App" ? taskEndpoints(runSpec.networking, task) : podTaskEndpoints(runSpec.spec, containerNameOf(task.id), task)
+
+/**
+ * Whether a task of this run spec is a service: every app task is; a pod's container only when the pod spec gives
+ * it endpoints (as in `GET /v2/pods/::status`, where a container without endpoints is no service).
+ */
+export const isServiceTask = (runSpec: RunSpec, taskId: string): boolean =>
+  runSpec._tag === "App" ||
+  ((runSpec.spec.containers ?? []).find((container) => container.name === containerNameOf(taskId))?.endpoints ?? []).length > 0

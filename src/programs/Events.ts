@@ -8,7 +8,7 @@ import { EventEnvelope, isTerminal, KnownEventType, StatusUpdateEvent } from "..
 import type { TaskState } from "../domain/MarathonApi.js"
 import type { AppId, Labels } from "../domain/MarathonApi.js"
 import { appKvPrefix, appName, isOwnedBy, registrations, taskIdOfService } from "../domain/Naming.js"
-import { appRunSpec, taskEndpointsOf, unknownRunSpec } from "../domain/RunSpec.js"
+import { appRunSpec, isServiceTask, taskEndpointsOf, unknownRunSpec } from "../domain/RunSpec.js"
 import type { RunSpec } from "../domain/RunSpec.js"
 import { Consul } from "../services/Consul.js"
 import { Metrics } from "../services/Metrics.js"
@@ -232,6 +232,8 @@ export const makeEventHandler = (settings: EventSettings) =>
         const read = known === undefined || !labelsKnown(topology, event.appId, event.version) ? yield* readDefinition(event.appId) : "unread" as const
         const runSpec = known ?? (read === "unread" ? undefined : read?.runSpec) ?? unknownRunSpec
         if (known === undefined && read !== "unread" && read !== undefined) rememberRunSpec(topology, read.id, read.version, read.runSpec)
+        // a pod's container without endpoints (a sidecar) is no service, as a sync pass sees it
+        if (!isServiceTask(runSpec, event.taskId)) return "ignored" as const
         const endpoints = taskEndpointsOf(runSpec, { id: event.taskId, host: event.host, ports: event.ports, ipAddresses: event.ipAddresses })
         for (const wanted of registrations(settings.registrationId, { appId: event.appId, taskId: event.taskId, endpoints }, settings)) {
           const registeredOn = yield* consul.register(agent, wanted, { fallbackMode: settings.fallback }).pipe(

@@ -327,6 +327,10 @@ describe("pods (Marathon 1.4+)", () => {
         Tags: ours("/shop/cart")
       })
       expect(dc.consul.kv.get("consular/shop-cart/HAPROXY_GROUP")).toBe("\"external\"")
+      // the sidecar has no endpoints: no service, by events as by sync
+      const sidecar = yield* daemon.post(dc.marathon.podStatusUpdate(pod, instance, instance.containers[1]!))
+      expect(sidecar.json).toMatchObject({ status: "ok", outcome: "ignored" })
+      expect([...dc.consul.services("127.0.0.2").keys()]).toEqual([web.containerId])
       const report = yield* syncPass(dc, { purge: true })
       expect(report.deregistered).toBe(0)
       expect(dc.consul.services("127.0.0.2").has(web.containerId)).toBe(true)
