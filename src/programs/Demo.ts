@@ -407,6 +407,15 @@ const story: ReadonlyArray<Step> = [
     }
   },
   {
+    title: "Scale the pod /shop/cart to 2 instances",
+    says: "PUT /v2/pods/shop/cart {scaling: {instances: 2}}: each container of the new instance is a task with its events",
+    act: (m) => {
+      const instance = { id: "shop_cart.instance-k2", agentHostname: "127.0.0.2", hostPorts: { web: [31021] } }
+      m.setPodInstance("/shop/cart", { ...instance, state: "TASK_STAGING" })
+      m.setPodInstance("/shop/cart", { ...instance, state: "TASK_RUNNING" })
+    }
+  },
+  {
     title: "Destroy /api",
     says: "DELETE /v2/apps/api: its tasks are killed and the app is gone (its labels go with the next periodic sync)",
     act: (m) => {

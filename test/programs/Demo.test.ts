@@ -48,7 +48,7 @@ const afterSync: ConsulLayout = {
   ]
 }
 
-/** After the story: /blog deployed, scaled, one task killed, relabelled (tasks replaced); /api destroyed. */
+/** After the story: /blog deployed, scaled, one task killed, relabelled (tasks replaced); the pod scaled; /api destroyed. */
 const final: ConsulLayout = {
   services: [
     service("127.0.0.1", "blog.b5", "blog", 31104, ours("/blog")),
@@ -57,6 +57,7 @@ const final: ConsulLayout = {
     service("127.0.0.1", "shop_web.a1", "shop-web", 31000, ours("/shop/web")),
     service("127.0.0.2", "blog.b4", "blog", 31103, ours("/blog")),
     foreign[1]!,
+    service("127.0.0.2", "shop_cart.instance-k2.web", "shop-cart", 31021, ours("/shop/cart")), // by the pod's events
     service("127.0.0.2", "shop_web.a2", "shop-web", 31002, ours("/shop/web")),
     payments,
     service("127.0.0.3", "worker.w1", "worker", 0, ours("/worker"))
@@ -80,8 +81,9 @@ const headings = [
   "== 5. Scale /blog to 3 instances ==",
   "== 6. Kill a task of /blog ==",
   "== 7. Change a label of /blog ==",
-  "== 8. Destroy /api ==",
-  "== 9. Stop the daemon =="
+  "== 8. Scale the pod /shop/cart to 2 instances ==",
+  "== 9. Destroy /api ==",
+  "== 10. Stop the daemon =="
 ]
 
 describe("consular demo", () => {
