@@ -172,7 +172,11 @@ const fallbackTimeout = durationFlag({
   name: "fallback-timeout", group: "sync", applies: "all", default: "2",
   description: "timeout of a registration on the fallback agent"
 }, (millis) => millis > 0, "must be a positive duration (2, 2s, 500ms)")
-const dryRun = switchFlag({ name: "dry-run", group: "sync", applies: "sync", default: "off", description: "print the plan, write nothing" })
+const servicePerPort = switchFlag({
+  name: "service-per-port", group: "sync", applies: "all", default: "off",
+  description: "one service per port of a task (<task id>:<port name or index>), not only the lowest port's"
+})
+const dryRun = switchFlag({ name: "dry-run", group: "sync", applies: "sync", default: "off", description: "print the plan (each registration with its address and port), write nothing" })
 
 // security
 const consulToken = define(
@@ -277,7 +281,7 @@ const builtInFlags: ReadonlyArray<FlagDoc> = [
 ]
 
 const flags = {
-  consul, marathon, timeout, registrationId, purge, fallback, fallbackTimeout, dryRun,
+  consul, marathon, timeout, registrationId, purge, fallback, fallbackTimeout, servicePerPort, dryRun,
   consulToken, consulTokenFile, consulCaFile, consulCertFile, consulKeyFile, consulSkipVerify,
   marathonCaFile, marathonCertFile, marathonKeyFile, marathonSkipVerify, marathonUser, marathonPasswordFile, marathonTokenFile,
   eventsSecretFile, scheme, host, port, syncInterval, events, maxEventBytes, leaderElection, leaderKey, sessionTtl,
@@ -501,7 +505,8 @@ const syncSettings = (o: Flags) => ({
   purge: o.purge,
   fallback: o.fallback,
   fallbackTimeout: o.fallbackTimeout,
-  consulUrl: o.consul
+  consulUrl: o.consul,
+  servicePerPort: o.servicePerPort
 })
 
 const daemonSettings = (o: Flags): DaemonSettings => ({

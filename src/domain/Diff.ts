@@ -2,18 +2,22 @@ import type { AgentService, Registration } from "./ConsulApi.js"
 import type { AgentDirectory } from "./Agents.js"
 import type { AppId, Labels, Task } from "./MarathonApi.js"
 import { isRunning } from "./MarathonApi.js"
-import type { AppName } from "./Naming.js"
+import { AppName } from "./Naming.js"
 import {
-  appIdFromTags, appKvPrefix, appName, encodeLabelValue, isOwnedBy, labelKey, parseLabelKey, registration
+  appIdFromTags, appKvPrefix, appName, encodeLabelValue, isOwnedBy, labelKey, parseLabelKey, registrations
 } from "./Naming.js"
+import type { RegistrationOptions } from "./Naming.js"
+import { taskEndpoints } from "./Networking.js"
+import type { AppNetworking, TaskEndpoints } from "./Networking.js"
+import type { PodServices } from "./Pods.js"
 
 /**
  * The pure reconciliation core: from what Marathon runs (desired) and what Consul holds (actual), the writes
  * that make Consul match. An empty plan when Consul already matches: an idle pass writes nothing.
  */
 
-/** An app whose tasks are known (embedded in the listing or fetched separately). */
-export interface AppWithTasks {
+/** An app whose tasks are known (embedded in the listing or fetched separately), with its networking. */
+export interface AppWithTasks extends AppNetworking {
   readonly id: AppId
   /** absent: none */
   readonly labels?: Labels | undefined
@@ -24,6 +28,8 @@ export interface AppWithTasks {
 export interface DesiredService {
   readonly agent: string
   readonly registration: Registration
+  /** the task the service is of; absent: the registration's ID (one of several services of a task has its own) */
+  readonly taskId?: string | undefined
   /** on the main agent because the task's host is no known agent (`--fallback`) */
   readonly fallback?: boolean | undefined
 }
@@ -31,25 +37,46 @@ export interface DesiredService {
 /** A running task left out because its host is no known Consul agent (and there is no `--fallback`). */
 export interface SkippedTask {
   readonly taskId: string
-  readonly appId: AppId
+  /** the app or pod id */
+  readonly appId: AppId | string
   readonly host: string
 }
 
+/** An app or a pod: what has a Consul name, labels in KV and running tasks as services. */
+interface Workload {
+  readonly id: AppId | string
+  readonly labels?: Labels | undefined
+  readonly services: () => ReadonlyArray<{ readonly taskId: string; readonly host: string; readonly endpoints: TaskEndpoints }>
+}
+
+const appWorkload = (app: AppWithTasks): Workload => ({
+  id: app.id,
+  labels: app.labels,
+  services: () => app.tasks.flatMap((task) => isRunning(task) ? [{ taskId: task.id, host: task.host, endpoints: taskEndpoints(app, task) }] : [])
+})
+
+const podWorkload = (pod: PodServices): Workload => ({
+  id: pod.id,
+  labels: pod.labels,
+  services: () => pod.tasks.map((task) => ({ taskId: task.id, host: task.host, endpoints: task.endpoints }))
+})
+
 export interface Clash {
   readonly name: AppName
-  readonly ids: ReadonlyArray<AppId>
+  /** app and pod ids */
+  readonly ids: ReadonlyArray<string>
 }
 
 export interface Desired {
-  /** running tasks by task id (= Consul service id) */
+  /** running tasks' services by service id (the task id; with --service-per-port also "<task id>:<port>") */
   readonly services: ReadonlyMap<string, DesiredService>
   /** label keys with their stored (JSON-encoded) values */
   readonly labels: ReadonlyMap<string, string>
-  /** names of the apps consular manages in this pass */
+  /** names of the apps and pods consular manages in this pass */
   readonly apps: ReadonlySet<AppName>
-  /** names and ids that two or more apps share: skipped entirely, their Consul entries left alone */
+  /** names and ids that two or more apps or pods share: skipped entirely, their Consul entries left alone */
   readonly clashes: ReadonlyArray<Clash>
-  /** ids whose Consul entries are left alone: clashing apps, and apps Marathon listed that could not be read */
+  /** ids whose Consul entries are left alone: clashing apps and pods, and those Marathon listed but could not read */
   readonly clashingIds: ReadonlySet<string>
   /** names whose KV trees are left alone, for the same reasons */
   readonly protectedNames: ReadonlySet<AppName>
@@ -57,11 +84,13 @@ export interface Desired {
   readonly skipped: ReadonlyArray<SkippedTask>
 }
 
-export interface DesiredOptions {
-  /** apps Marathon listed that could not be read: skipped, and nothing of theirs purged */
+export interface DesiredOptions extends RegistrationOptions {
+  /** apps and pods Marathon listed that could not be read: skipped, and nothing of theirs purged */
   readonly unreadableIds?: ReadonlyArray<string> | undefined
   /** `--fallback`: a task whose host is no known agent goes to this (the main) agent instead of being skipped */
   readonly fallbackAgent?: string | undefined
+  /** running pods (Marathon 1.4+): services and labels like apps', and names shared with apps are clashes */
+  readonly pods?: ReadonlyArray<PodServices> | undefined
 }
 
 export const desiredState = (
@@ -73,53 +102,74 @@ export const desiredState = (
 ): Desired => {
   const unreadableIds = options.unreadableIds ?? []
   const unreadableNames = new Set(unreadableIds.map((id) => appName(id)))
-  const byName = new Map<AppName, Array<AppWithTasks>>()
-  for (const app of apps) {
-    const name = appName(app.id)
-    const group = byName.get(name)
-    if (group === undefined) byName.set(name, [app])
-    else group.push(app)
+  const workloads = [...apps.map(appWorkload), ...(options.pods ?? []).map(podWorkload)].map((workload) => {
+    const name = appName(workload.id)
+    const wanted = workload.services().map((service) => ({
+      taskId: service.taskId,
+      host: service.host,
+      registrations: registrations(registrationId, { appId: workload.id, taskId: service.taskId, endpoints: service.endpoints }, options)
+    }))
+    // every Consul name it registers: its own, and with --service-per-port those of its other ports
+    const claimed = new Set<string>([name])
+    for (const service of wanted) for (const r of service.registrations) claimed.add(r.Name)
+    return { workload, name, wanted, claimed }
+  })
+  const claimants = new Map<string, Array<string>>()
+  for (const { claimed, workload } of workloads) {
+    for (const claim of claimed) {
+      const ids = claimants.get(claim)
+      if (ids === undefined) claimants.set(claim, [workload.id])
+      else ids.push(workload.id)
+    }
+  }
+  const clashes: Array<Clash> = []
+  const clashingIds = new Set<string>(unreadableIds)
+  for (const [name, ids] of claimants) {
+    if (ids.length < 2) continue
+    const distinct = [...new Set(ids)].sort()
+    clashes.push({ name: AppName.make(name), ids: distinct })
+    for (const id of distinct) clashingIds.add(id)
   }
   const services = new Map<string, DesiredService>()
   const labels = new Map<string, string>()
   const names = new Set<AppName>()
-  const clashes: Array<Clash> = []
-  const clashingIds = new Set<string>()
   const skipped: Array<SkippedTask> = []
-  for (const id of unreadableIds) clashingIds.add(id)
-  for (const [name, group] of byName) {
-    if (group.length > 1 || unreadableNames.has(name)) {
-      const ids = [...new Set(group.map((app) => app.id))].sort()
-      if (group.length > 1) clashes.push({ name, ids })
-      for (const id of ids) clashingIds.add(id)
+  const protectedNames = new Set<AppName>([...clashes.map((clash) => clash.name), ...unreadableNames])
+  for (const { name, wanted, workload } of workloads) {
+    if (clashingIds.has(workload.id) || unreadableNames.has(name)) {
+      clashingIds.add(workload.id)
+      protectedNames.add(name)
       continue
     }
-    const app = group[0]!
     names.add(name)
-    for (const [label, value] of Object.entries(app.labels ?? {})) {
+    for (const [label, value] of Object.entries(workload.labels ?? {})) {
       labels.set(labelKey(name, label), encodeLabelValue(value))
     }
-    for (const task of app.tasks) {
-      if (!isRunning(task)) continue
-      const agent = directory.agentOf(task.host)
-      if (agent !== undefined) {
-        services.set(task.id, { agent, registration: registration(registrationId, app.id, task) })
-      } else if (options.fallbackAgent !== undefined) {
-        services.set(task.id, { agent: options.fallbackAgent, registration: registration(registrationId, app.id, task), fallback: true })
-      } else {
-        skipped.push({ taskId: task.id, appId: app.id, host: task.host })
+    for (const { host, registrations: all, taskId } of wanted) {
+      const known = directory.agentOf(host)
+      const agent = known ?? options.fallbackAgent
+      if (agent === undefined) {
+        skipped.push({ taskId, appId: workload.id, host })
+        continue
+      }
+      for (const r of all) {
+        services.set(r.ID, {
+          agent,
+          registration: r,
+          ...(r.ID === taskId ? {} : { taskId }),
+          ...(known === undefined ? { fallback: true } : {})
+        })
       }
     }
   }
-  const protectedNames = new Set<AppName>([...clashes.map((clash) => clash.name), ...unreadableNames])
   return { services, labels, apps: names, clashes, clashingIds, protectedNames, skipped }
 }
 
 /**
- * The ids of a Marathon listing whose Consul entries are left alone: ids sharing one Consul name, and apps it
- * listed but could not read (as `desiredState` finds them, without planning anything).
+ * The ids of a Marathon listing (apps and pods) whose Consul entries are left alone: ids sharing one Consul name,
+ * and those it listed but could not read (as `desiredState` finds them, without planning anything).
  */
-export const clashingIdsOf = (ids: ReadonlyArray<AppId>, unreadableIds: ReadonlyArray<string> = []): ReadonlySet<string> => {
+export const clashingIdsOf = (ids: ReadonlyArray<string>, unreadableIds: ReadonlyArray<string> = []): ReadonlySet<string> => {
   const unreadableNames = new Set(unreadableIds.map((id) => appName(id)))
   const byName = new Map<AppName, Array<string>>()
   for (const id of ids) {

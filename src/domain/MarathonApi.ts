@@ -1,4 +1,5 @@
 import { ParseResult, Schema } from "effect"
+import type { Either } from "effect"
 
 /** Wire schemas for the parts of Marathon's REST API that consular reads. Unknown fields are dropped. */
 
@@ -72,11 +73,22 @@ export const isTerminal = (state: TaskState): boolean =>
 export const Labels = Schema.Record({ key: Schema.String, value: Schema.String })
 export type Labels = typeof Labels.Type
 
+/**
+ * A task's own addresses (`ipAddresses`, Marathon 0.15+): on a container network the address to register.
+ * Each must be an IP address (Marathon writes Mesos' NetworkInfo), as Consul gets it as the service's Address.
+ */
+export const IpAddress = Schema.Struct({
+  ipAddress: Schema.String.pipe(Schema.filter((s) => ipv4.test(s) || isIpv6(s) || "must be an IPv4 or IPv6 address")),
+  protocol: Schema.optional(Schema.String)
+})
+export const IpAddresses = Schema.optional(Schema.NullOr(Schema.Array(IpAddress)))
+
 export const Task = Schema.Struct({
   id: TaskId,
   host: Host,
   /** absent: no ports (optional rather than defaulted, as App's labels) */
   ports: Schema.optional(Schema.Array(Port)),
+  ipAddresses: IpAddresses,
   /** Marathon lists tasks of every state; older releases leave `state` out of running tasks */
   state: Schema.optional(Schema.String),
   startedAt: Schema.optional(Schema.NullOr(Schema.String))
@@ -86,7 +98,35 @@ export type Task = typeof Task.Type
 export const isRunning = (task: Task): boolean =>
   task.state === undefined ? task.startedAt !== undefined && task.startedAt !== null : task.state === "TASK_RUNNING"
 
+/** A port's name (`portDefinitions[].name`, `portMappings[].name`, pod `endpoints[].name`); null when unnamed. */
+const PortName = Schema.optional(Schema.NullOr(Schema.String))
+const ContainerPortMapping = Schema.Struct({ containerPort: Schema.optional(Schema.NullOr(Port)), name: PortName })
+const Network = Schema.Struct({ mode: Schema.optional(Schema.NullOr(Schema.String)), name: Schema.optional(Schema.NullOr(Schema.String)) })
+
+/**
+ * How an app's tasks are reached (see domain/Networking.ts), in Marathon's field names: 1.5+ `networks` and
+ * `container.portMappings`, 0.x-1.4 `container.docker.network` and `.portMappings`, 1.4 `ipAddress`, and the
+ * port names of `portDefinitions`. All optional and nullable: each release writes a different subset.
+ */
+export const AppNetworkingFields = {
+  networks: Schema.optional(Schema.NullOr(Schema.Array(Network))),
+  ipAddress: Schema.optional(Schema.NullOr(Schema.Struct({
+    discovery: Schema.optional(Schema.NullOr(Schema.Struct({
+      ports: Schema.optional(Schema.NullOr(Schema.Array(Schema.Struct({ number: Schema.optional(Schema.NullOr(Port)), name: PortName }))))
+    })))
+  }))),
+  container: Schema.optional(Schema.NullOr(Schema.Struct({
+    portMappings: Schema.optional(Schema.NullOr(Schema.Array(ContainerPortMapping))),
+    docker: Schema.optional(Schema.NullOr(Schema.Struct({
+      network: Schema.optional(Schema.NullOr(Schema.String)),
+      portMappings: Schema.optional(Schema.NullOr(Schema.Array(ContainerPortMapping)))
+    })))
+  }))),
+  portDefinitions: Schema.optional(Schema.NullOr(Schema.Array(Schema.Struct({ name: PortName }))))
+}
+
 export const App = Schema.Struct({
+  ...AppNetworkingFields,
   id: AppId,
   /**
    * absent: no labels. Optional rather than defaulted (here and in Task's ports): a default makes the whole
@@ -117,10 +157,19 @@ export interface AppListing {
 const decodeApp = Schema.decodeUnknownEither(App)
 
 export const splitApps = (raw: ReadonlyArray<unknown>): AppListing => {
-  const apps: Array<App> = []
+  const { decoded: apps, rejected } = splitDecoded(raw, decodeApp)
+  return { apps, rejected }
+}
+
+/** Each item decoded on its own: the ones that decode, and the others with their id and first problem. */
+const splitDecoded = <A>(
+  raw: ReadonlyArray<unknown>,
+  decode: (candidate: unknown) => Either.Either<A, ParseResult.ParseError>
+): { readonly decoded: ReadonlyArray<A>; readonly rejected: ReadonlyArray<RejectedApp> } => {
+  const apps: Array<A> = []
   const rejected: Array<RejectedApp> = []
   for (const candidate of raw) {
-    const decoded = decodeApp(candidate)
+    const decoded = decode(candidate)
     if (decoded._tag === "Right") {
       apps.push(decoded.right)
       continue
@@ -133,7 +182,7 @@ export const splitApps = (raw: ReadonlyArray<unknown>): AppListing => {
     const problem = first === undefined ? "undecodable" : `${first.path.join(".")}: ${first.message}`.slice(0, 300)
     rejected.push({ id, problem })
   }
-  return { apps, rejected }
+  return { decoded: apps, rejected }
 }
 export const AppResponse = Schema.Struct({ app: App })
 export const TasksResponse = Schema.Struct({ tasks: Schema.Array(Task) })
@@ -163,7 +212,72 @@ export const StatusUpdateEvent = Schema.Struct({
   appId: AppId,
   host: Host,
   ports: Schema.optionalWith(Schema.Array(Port), { default: () => [] }),
+  /** the task's own addresses: where it is reached on a container network */
+  ipAddresses: IpAddresses,
   version: Schema.optional(Schema.String),
   timestamp: Schema.optional(Schema.String)
 })
 export type StatusUpdateEvent = typeof StatusUpdateEvent.Type
+
+// --- pods (Marathon 1.4+) ---------------------------------------------------------------------------------
+
+/**
+ * A pod definition as `GET /v2/pods/<id>` answers it and as `spec` of its status (RAML `Pod`): the parts that
+ * say how its containers are reached, and its labels and version. Pod ids are app ids (`PathId`).
+ */
+export const PodSpec = Schema.Struct({
+  id: AppId,
+  version: Schema.optional(Schema.NullOr(Schema.String)),
+  labels: Schema.optional(Schema.NullOr(Labels)),
+  networks: Schema.optional(Schema.NullOr(Schema.Array(Network))),
+  containers: Schema.optional(Schema.NullOr(Schema.Array(Schema.Struct({
+    name: Schema.String,
+    endpoints: Schema.optional(Schema.NullOr(Schema.Array(Schema.Struct({
+      name: Schema.String,
+      containerPort: Schema.optional(Schema.NullOr(Port)),
+      hostPort: Schema.optional(Schema.NullOr(Port))
+    }))))
+  }))))
+})
+export type PodSpec = typeof PodSpec.Type
+
+/** One entry of `GET /v2/pods/::status` (RAML `PodStatus`, `PodInstanceStatus`, `ContainerStatus`). */
+export const PodStatus = Schema.Struct({
+  id: AppId,
+  spec: PodSpec,
+  instances: Schema.optional(Schema.NullOr(Schema.Array(Schema.Struct({
+    id: Schema.String,
+    /** 1.4+ writes `agentHostname`; the RAML of some releases names it `agent` */
+    agentHostname: Schema.optional(Schema.NullOr(Host)),
+    agent: Schema.optional(Schema.NullOr(Host)),
+    networks: Schema.optional(Schema.NullOr(Schema.Array(Schema.Struct({
+      name: Schema.optional(Schema.NullOr(Schema.String)),
+      addresses: Schema.optional(Schema.NullOr(Schema.Array(IpAddress.fields.ipAddress)))
+    })))),
+    containers: Schema.optional(Schema.NullOr(Schema.Array(Schema.Struct({
+      name: Schema.String,
+      status: Schema.String,
+      containerId: Schema.optional(Schema.NullOr(TaskId)),
+      endpoints: Schema.optional(Schema.NullOr(Schema.Array(Schema.Struct({
+        name: Schema.String,
+        allocatedHostPort: Schema.optional(Schema.NullOr(Port))
+      }))))
+    }))))
+  }))))
+})
+export type PodStatus = typeof PodStatus.Type
+
+/** `GET /v2/pods/::status`: each pod decoded on its own, as apps are. */
+export const PodStatusesResponse = Schema.Array(Schema.Unknown)
+
+export interface PodListing {
+  readonly pods: ReadonlyArray<PodStatus>
+  readonly rejected: ReadonlyArray<RejectedApp>
+}
+
+const decodePodStatus = Schema.decodeUnknownEither(PodStatus)
+
+export const splitPods = (raw: ReadonlyArray<unknown>): PodListing => {
+  const { decoded: pods, rejected } = splitDecoded(raw, decodePodStatus)
+  return { pods, rejected }
+}

@@ -1,6 +1,8 @@
 import { Schema } from "effect"
 import type { AppId, Host, TaskId } from "./MarathonApi.js"
 import type { Registration } from "./ConsulApi.js"
+import { taskEndpoints } from "./Networking.js"
+import type { TaskEndpoints, TaskPort } from "./Networking.js"
 
 /**
  * The one place that builds Consul strings. The layout is the Python consular's, byte for byte:
@@ -28,22 +30,65 @@ export const appIdFromTags = (tags: ReadonlyArray<string>): string | undefined =
 export const isOwnedBy = (tags: ReadonlyArray<string> | null, registrationId: string): boolean =>
   tags !== null && tags.includes(regIdTag(registrationId))
 
-/** The registration of a running task: on its host's agent, lowest port only (as the original). */
+export interface RegistrationOptions {
+  /** one service per port of the task, not only its lowest port's */
+  readonly servicePerPort?: boolean | undefined
+}
+
+/** What is registered for one running task (an app's or a pod's): whose it is and where it is reached. */
+export interface TaskService {
+  /** the app or pod id */
+  readonly appId: AppId | string
+  readonly taskId: TaskId | string
+  readonly endpoints: TaskEndpoints
+}
+
+/** The ID of the service of one of a task's other ports: "<task id>:<port name, or its index>". */
+export const portServiceId = (taskId: string, port: TaskPort): string => `${taskId}:${port.name ?? port.index}`
+
+/** The Name of the service of one of a task's other ports: "<app-name>-<port name>", or "<app-name>-port<index>". */
+export const portServiceName = (app: AppId | string, port: TaskPort): string =>
+  `${appName(app)}-${port.name ?? `port${port.index}`}`
+
+/** The task a service ID belongs to: "<task id>" itself, or the part before ":" of one port's service. */
+export const taskIdOfService = (serviceId: string): string => {
+  const colon = serviceId.indexOf(":")
+  return colon === -1 ? serviceId : serviceId.slice(0, colon)
+}
+
+/**
+ * The one registration builder: the registrations of a running task, reached at `endpoints` (domain/Networking).
+ * The first is the original's: ID the task id, Name the app name, the lowest port (none when the task has no
+ * port; Consul then shows 0). With `servicePerPort`, every other port follows as a service of its own. Each
+ * carries the two tags that mark it as ours and say whose it is. The key order is the original's JSON's.
+ */
+export const registrations = (
+  registrationId: string,
+  service: TaskService,
+  options: RegistrationOptions = {}
+): ReadonlyArray<Registration> => {
+  const { appId, endpoints, taskId } = service
+  const tags = [regIdTag(registrationId), appIdTag(appId)]
+  const base = { ID: taskId, Name: appName(appId), Address: endpoints.address, Tags: tags }
+  const lowest = endpoints.lowest
+  const first: Registration = lowest === undefined ? base : { ...base, Port: lowest.port }
+  if (options.servicePerPort !== true || lowest === undefined) return [first]
+  const others = endpoints.ports.filter((port) => port !== lowest).map((port): Registration => ({
+    ID: portServiceId(taskId, port),
+    Name: portServiceName(appId, port),
+    Address: endpoints.address,
+    Tags: [...tags],
+    Port: port.port
+  }))
+  return [first, ...others]
+}
+
+/** The registration of a running task of a host-networking app: on its host's agent, lowest port only (as the original). */
 export const registration = (
   registrationId: string,
   app: AppId,
   task: { readonly id: TaskId; readonly host: Host; readonly ports?: ReadonlyArray<number> | undefined }
-): Registration => {
-  const ports = task.ports ?? []
-  const base = {
-    ID: task.id,
-    Name: appName(app),
-    Address: task.host,
-    Tags: [regIdTag(registrationId), appIdTag(app)]
-  }
-  // a fold, not Math.min(...ports): spreading a long list (an event may carry 100,000 ports) overflows the stack
-  return ports.length === 0 ? base : { ...base, Port: ports.reduce((low, port) => Math.min(low, port)) }
-}
+): Registration => registrations(registrationId, { appId: app, taskId: task.id, endpoints: taskEndpoints({}, task) })[0]!
 
 /** Every key consular writes lives below this prefix; nothing outside it is ever touched. */
 export const kvRoot = "consular/"

@@ -6,7 +6,7 @@ import type { Duration, Scope } from "effect"
 import { STATUS_CODES } from "node:http"
 import type { TlsSettings } from "../services/Http.js"
 import * as Http from "../services/Http.js"
-import { appView, taskView } from "../services/Marathon.js"
+import { appView, podStatusView, podView, taskView } from "../services/Marathon.js"
 import type { MarathonEvent, MarathonFault, MarathonOperation, MarathonStore } from "../services/MarathonStore.js"
 import type { ServerTls } from "./Listen.js"
 import { decodePath, dropConnection, listen, requestTarget } from "./Listen.js"
@@ -225,6 +225,28 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
       return Effect.succeed(json(event))
     })
 
+  /** Marathon < 1.4 has no pods: every `/v2/pods` route is a route it does not have */
+  const allPods = admitted("pods", (request) =>
+    Effect.succeed(store.podsSupported ? json([...store.pods.values()].map(podView)) : noSuchRoute(store, requestTarget(request).path)))
+
+  /** `/v2/pods/::status`, `/v2/pods/<id>::status` and `/v2/pods/<id>` */
+  const onePod = Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const path = requestTarget(request).path
+    if (path === "/v2/pods/::status") {
+      return yield* admitted("pods", () =>
+        Effect.succeed(store.podsSupported ? json([...store.pods.values()].map(podStatusView)) : noSuchRoute(store, path)))
+    }
+    const status = path.endsWith("::status")
+    const id = appIdOf(`/v2/apps/${path.slice("/v2/pods/".length, status ? -"::status".length : undefined)}`)
+    return yield* admitted(status ? "pods" : "pod", () => {
+      if (!store.podsSupported) return Effect.succeed(noSuchRoute(store, path))
+      const pod = id === undefined ? undefined : store.pods.get(id)
+      if (pod === undefined) return Effect.succeed(status ? message(`Pod '${id ?? path}' does not exist`, 404) : message(`pod with ${id ?? path} does not exist`, 404))
+      return Effect.succeed(json(status ? podStatusView(pod) : podView(pod)))
+    })
+  })
+
   const leader = admitted("leader", (request) => {
     // LeaderResource: 404 "There is no leader" while an election is under way
     if (store.leader === null) return Effect.succeed(message("There is no leader", 404))
@@ -291,6 +313,8 @@ export const marathonRouter = (store: MarathonStore, options: MarathonServerOpti
     HttpRouter.get("/v2/eventSubscriptions", subscriptions),
     HttpRouter.post("/v2/eventSubscriptions", changeSubscription("subscribe")),
     HttpRouter.del("/v2/eventSubscriptions", changeSubscription("unsubscribe")),
+    HttpRouter.get("/v2/pods", allPods),
+    HttpRouter.get("/v2/pods/*", onePod),
     HttpRouter.get("/v2/leader", leader),
     HttpRouter.get("/v2/events", events)
   )

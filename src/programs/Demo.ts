@@ -5,8 +5,11 @@ import type { Scope } from "effect"
 import * as Net from "node:net"
 import type { AgentService } from "../domain/ConsulApi.js"
 import { planSize } from "../domain/Diff.js"
-import { AppId, Host, TaskId } from "../domain/MarathonApi.js"
-import { appIdTag, appName, callbackUrl, encodeLabelValue, labelKey, regIdTag, registration } from "../domain/Naming.js"
+import { AppId } from "../domain/MarathonApi.js"
+import { appIdTag, appName, callbackUrl, encodeLabelValue, labelKey, regIdTag, registrations } from "../domain/Naming.js"
+import { taskEndpoints } from "../domain/Networking.js"
+import type { TaskEndpoints } from "../domain/Networking.js"
+import { podTaskEndpoints } from "../domain/Pods.js"
 import { serveConsul } from "../embedded/ConsulServer.js"
 import { serveMarathon } from "../embedded/MarathonServer.js"
 import { Consul, ConsulLive } from "../services/Consul.js"
@@ -16,7 +19,7 @@ import { LoggerLive } from "../services/Logger.js"
 import { MarathonLive } from "../services/Marathon.js"
 import type { Marathon } from "../services/Marathon.js"
 import { MarathonStore } from "../services/MarathonStore.js"
-import type { MarathonEvent } from "../services/MarathonStore.js"
+import type { MarathonEvent, StoredTask } from "../services/MarathonStore.js"
 import { daemonObservability, runDaemon } from "./Daemon.js"
 import type { DaemonSettings } from "./Daemon.js"
 import { LedgerLive } from "./Ledger.js"
@@ -126,6 +129,19 @@ const seed = (consul: ConsulStore, marathon: MarathonStore): void => {
   marathon.putApp("/api", { owner: "platform" })
   marathon.setTask("/api", { id: "api.p1", host: "127.0.0.2", ports: [31010] }, false)
   marathon.setTask("/api", { id: "api.p2", host: "127.0.0.3", ports: [31011], state: "TASK_STAGING" }, false)
+  // IP per task (Marathon 1.5+ on a CNI network): reached at the task's own address and its container port
+  marathon.setNetworking("/payments", {
+    networks: [{ mode: "container", name: "calico" }],
+    container: { portMappings: [{ containerPort: 9090, name: "admin" }, { containerPort: 8080, name: "http" }] }
+  })
+  marathon.setTask("/payments", { id: "payments.c1", host: "127.0.0.3", ports: [], ipAddresses: [{ ipAddress: "10.32.0.5", protocol: "IPv4" }] }, false)
+  // a pod (Marathon 1.4+): its web container is a service at the agent's allocated host port; the sidecar is not
+  marathon.putPod("/shop/cart", {
+    labels: { tier: "cart" },
+    networks: [{ mode: "host" }],
+    containers: [{ name: "web", endpoints: [{ name: "http", containerPort: 8080, hostPort: 0 }] }, { name: "sidecar" }]
+  })
+  marathon.setPodInstance("/shop/cart", { id: "shop_cart.instance-k1", agentHostname: "127.0.0.1", hostPorts: { web: [31020] } }, false)
 }
 
 // --- what Consul should hold, what it holds --------------------------------------------------------------
@@ -137,14 +153,27 @@ const byAgentThenId = (a: ServiceRow, b: ServiceRow): number =>
 const expectedLayout = (marathon: MarathonStore): ConsulLayout => {
   const services: Array<ServiceRow> = [...foreignServices]
   const kv = new Map(foreignKv.map(({ key, value }) => [key, value]))
+  const expect = (agent: string, appId: string, taskId: string, endpoints: TaskEndpoints) => {
+    const [r] = registrations(registrationId, { appId, taskId, endpoints })
+    services.push({ agent, service: { ID: r!.ID, Service: r!.Name, Address: r!.Address, Port: r!.Port ?? 0, Tags: r!.Tags } })
+  }
   for (const app of marathon.apps.values()) {
     const id = AppId.make(app.id)
     for (const task of app.tasks) {
-      if (task.state !== "TASK_RUNNING") continue
-      const r = registration(registrationId, id, { id: TaskId.make(task.id), host: Host.make(task.host), ports: task.ports })
-      services.push({ agent: task.host, service: { ID: r.ID, Service: r.Name, Address: r.Address, Port: r.Port ?? 0, Tags: r.Tags } })
+      if (task.state === "TASK_RUNNING") expect(task.host, id, task.id, taskEndpoints(app.networking ?? {}, task))
     }
     for (const [label, value] of Object.entries(app.labels)) kv.set(labelKey(appName(id), label), encodeLabelValue(value))
+  }
+  for (const pod of marathon.pods.values()) {
+    for (const instance of pod.instances) {
+      for (const container of instance.containers) {
+        const declared = pod.containers.find((c) => c.name === container.name)?.endpoints ?? []
+        if (container.status !== "TASK_RUNNING" || declared.length === 0) continue
+        const task = { host: instance.agentHostname, ports: container.allocatedHostPorts, ipAddresses: instance.addresses.map((ipAddress) => ({ ipAddress })) }
+        expect(instance.agentHostname, pod.id, container.containerId, podTaskEndpoints(pod, container.name, task))
+      }
+    }
+    for (const [label, value] of Object.entries(pod.labels)) kv.set(labelKey(appName(pod.id), label), encodeLabelValue(value))
   }
   return {
     services: services.sort(byAgentThenId),
@@ -275,8 +304,18 @@ const marathonLines = (marathon: MarathonStore): Array<string> => {
   for (const app of [...marathon.apps.values()].sort((a, b) => a.id.localeCompare(b.id))) {
     const labels = Object.entries(app.labels).map(([k, v]) => `${k}=${v === "" ? "\"\"" : v}`).join(", ") || "-"
     if (app.tasks.length === 0) rows.push([app.id, labels, "-", "", "", ""])
+    // a task on a container network is reached at its own address: shown beside its agent
+    const at = (task: StoredTask) => app.networking?.networks?.some((n) => n.mode === "container") === true && task.ipAddresses !== undefined
+      ? `${task.host} (${task.ipAddresses.map((a) => a.ipAddress).join(", ")})`
+      : task.host
     app.tasks.forEach((task, i) =>
-      rows.push([i === 0 ? app.id : "", i === 0 ? labels : "", task.id, task.state, task.host, task.ports.join(", ") || "-"]))
+      rows.push([i === 0 ? app.id : "", i === 0 ? labels : "", task.id, task.state, at(task), task.ports.join(", ") || "-"]))
+  }
+  for (const pod of [...marathon.pods.values()].sort((a, b) => a.id.localeCompare(b.id))) {
+    const labels = Object.entries(pod.labels).map(([k, v]) => `${k}=${v}`).join(", ") || "-"
+    const containers = pod.instances.flatMap((instance) => instance.containers.map((container) => ({ instance, container })))
+    containers.forEach(({ container, instance }, i) =>
+      rows.push([i === 0 ? `${pod.id} (pod)` : "", i === 0 ? labels : "", container.containerId, container.status, instance.agentHostname, container.allocatedHostPorts.join(", ") || "-"]))
   }
   return ["  Marathon", ...table(rows, "    ")]
 }
@@ -366,6 +405,15 @@ const story: ReadonlyArray<Step> = [
       launch(m, "/blog", "blog.b5", "127.0.0.1", [31104])
       kill(m, "/blog", "blog.b3")
       deploymentSuccess(m, "/blog")
+    }
+  },
+  {
+    title: "Scale the pod /shop/cart to 2 instances",
+    says: "PUT /v2/pods/shop/cart {scaling: {instances: 2}}: each container of the new instance is a task with its events",
+    act: (m) => {
+      const instance = { id: "shop_cart.instance-k2", agentHostname: "127.0.0.2", hostPorts: { web: [31021] } }
+      m.setPodInstance("/shop/cart", { ...instance, state: "TASK_STAGING" })
+      m.setPodInstance("/shop/cart", { ...instance, state: "TASK_RUNNING" })
     }
   },
   {

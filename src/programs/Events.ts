@@ -6,7 +6,10 @@ import type { MarathonError } from "../domain/Errors.js"
 import * as Diff from "../domain/Diff.js"
 import { EventEnvelope, isTerminal, KnownEventType, StatusUpdateEvent } from "../domain/MarathonApi.js"
 import type { TaskState } from "../domain/MarathonApi.js"
-import { appKvPrefix, appName, isOwnedBy, registration } from "../domain/Naming.js"
+import type { AppId, Labels, PodListing } from "../domain/MarathonApi.js"
+import { appKvPrefix, appName, isOwnedBy, registrations, taskIdOfService } from "../domain/Naming.js"
+import { appRunSpec, isServiceTask, taskEndpointsOf, unknownRunSpec } from "../domain/RunSpec.js"
+import type { RunSpec } from "../domain/RunSpec.js"
 import { Consul } from "../services/Consul.js"
 import { Metrics } from "../services/Metrics.js"
 import type { SkipReason } from "../services/Metrics.js"
@@ -32,6 +35,8 @@ export interface EventSettings {
   readonly fallbackTimeout: Duration.DurationInput
   /** bodies over this many bytes are refused with 413 */
   readonly maxEventBytes: number
+  /** one service per port of a task, not only the lowest port's */
+  readonly servicePerPort?: boolean | undefined
 }
 
 export type DecodedEvent =
@@ -158,6 +163,14 @@ class EndedTasks {
   }
 }
 
+/** An app's or a pod's definition, as far as events need it. */
+interface Definition {
+  readonly id: AppId
+  readonly labels: Labels | undefined
+  readonly version: string | undefined
+  readonly runSpec: RunSpec
+}
+
 export type EventOutcome = "registered" | "deregistered" | "ignored" | "stale" | "skipped"
 
 export const makeEventHandler = (settings: EventSettings) =>
@@ -183,18 +196,39 @@ export const makeEventHandler = (settings: EventSettings) =>
         return "skipped" as const
       })
 
-    /** Labels of the app, unless KV already holds this version's. A vanished app: nothing more to do. */
-    const refreshLabels = (event: StatusUpdateEvent, claim: "known" | "new") =>
+    /**
+     * The definition of the task's app, or of its pod (Marathon 1.4+: a pod task's `appId` is the pod's id): how
+     * the task is reached, and the labels. Undefined when Marathon has neither any more.
+     */
+    const readDefinition = (id: AppId): Effect.Effect<Definition | undefined, MarathonError> =>
+      marathon.app(id).pipe(
+        Effect.map((app): Definition | undefined => ({ id: app.id, labels: app.labels, version: app.version, runSpec: appRunSpec(app) })),
+        Effect.catchTag("NotFound", () =>
+          marathon.pod(id).pipe(
+            Effect.map((pod): Definition => ({
+              id: pod.id,
+              labels: pod.labels ?? undefined,
+              version: pod.version ?? undefined,
+              runSpec: { _tag: "Pod", spec: pod }
+            })),
+            Effect.catchTag("NotFound", () => Effect.succeed(undefined))
+          ))
+      )
+
+    /** The definition, read for an app id this event claimed: the name stays claimed only for one Marathon confirms. */
+    const readClaimed = (event: StatusUpdateEvent, claim: "known" | "new") =>
+      readDefinition(event.appId).pipe(
+        Effect.tapBoth({
+          onFailure: () => claim === "new" ? topology.releaseApp(event.appId) : Effect.void,
+          onSuccess: (found) => claim === "new" && found === undefined ? topology.releaseApp(event.appId) : Effect.void
+        })
+      )
+
+    /** Labels of the app or pod, unless KV already holds this version's. A vanished one: nothing more to do. */
+    const refreshLabels = (event: StatusUpdateEvent, claim: "known" | "new", read: Definition | undefined | "unread") =>
       Effect.gen(function*() {
         if (yield* topology.labelsKnown(event.appId, event.version)) return
-        const app = yield* marathon.app(event.appId).pipe(
-          Effect.catchTag("NotFound", () => Effect.succeed(undefined)),
-          // the name stays claimed only for an app Marathon confirms
-          Effect.tapBoth({
-            onFailure: () => claim === "new" ? topology.releaseApp(event.appId) : Effect.void,
-            onSuccess: (found) => claim === "new" && found === undefined ? topology.releaseApp(event.appId) : Effect.void
-          })
-        )
+        const app = read === "unread" ? yield* readClaimed(event, claim) : read
         if (app === undefined) {
           yield* Effect.logWarning("app of a running task not found in Marathon").pipe(Effect.annotateLogs({ app: event.appId, task: event.taskId }))
           return
@@ -230,14 +264,26 @@ export const makeEventHandler = (settings: EventSettings) =>
           if (claim === "new") yield* topology.releaseApp(event.appId)
           return yield* skipped("unknown_host", "task host is no known Consul agent: not registered", { host: event.host, app: event.appId, task: event.taskId })
         }
-        const wanted = registration(settings.registrationId, event.appId, { id: event.taskId, host: event.host, ports: event.ports })
+        // how the task is reached comes from its app's (or pod's) definition, read once per version: a failed
+        // read fails the event (502) before anything is written
+        const known = yield* topology.knownRunSpec(event.appId, event.version)
+        const read = known === undefined || !(yield* topology.labelsKnown(event.appId, event.version))
+          ? yield* readClaimed(event, claim)
+          : "unread" as const
+        const runSpec = known ?? (read === "unread" ? undefined : read?.runSpec) ?? unknownRunSpec
+        if (known === undefined && read !== "unread" && read !== undefined) yield* topology.rememberRunSpec(read.id, read.version, read.runSpec)
+        // a pod's container without endpoints (a sidecar) is no service, as a sync pass sees it
+        if (!isServiceTask(runSpec, event.taskId)) return "ignored" as const
+        const endpoints = taskEndpointsOf(runSpec, { id: event.taskId, host: event.host, ports: event.ports, ipAddresses: event.ipAddresses })
         const main = (yield* topology.directory).main
-        const placed = yield* place({ agent, main }, wanted).pipe(
-          Effect.tapError(() => claim === "new" ? topology.releaseApp(event.appId) : Effect.void)
-        )
-        yield* topology.rememberOwned(placed.agent, wanted.ID)
+        for (const wanted of registrations(settings.registrationId, { appId: event.appId, taskId: event.taskId, endpoints }, settings)) {
+          const placed = yield* place({ agent, main }, wanted).pipe(
+            Effect.tapError(() => claim === "new" ? topology.releaseApp(event.appId) : Effect.void)
+          )
+          yield* topology.rememberOwned(placed.agent, wanted.ID)
+        }
         yield* ledger.taskStarted(event.taskId, appName(event.appId))
-        yield* refreshLabels(event, claim)
+        yield* refreshLabels(event, claim, read)
         return "registered" as const
       })
 
@@ -261,6 +307,26 @@ export const makeEventHandler = (settings: EventSettings) =>
         ))
 
     /**
+     * With --service-per-port a task has a service per port, "<task id>:<port>": those of ours on the agent end
+     * with it. The agent is asked, not the app: its definition may have changed, or be gone.
+     */
+    const deregisterPortServices = (agent: string, taskId: string) =>
+      settings.servicePerPort !== true ? Effect.void : consul.agentServices(agent).pipe(
+        Effect.flatMap((services) =>
+          Effect.forEach(
+            [...services.values()].filter((service) =>
+              service.ID !== taskId && taskIdOfService(service.ID) === taskId && isOwnedBy(service.Tags, settings.registrationId)
+            ),
+            (service) => consul.deregister(agent, service.ID).pipe(
+              Effect.catchTag("NotFound", () => Effect.void),
+              Effect.zipRight(topology.forgetOwned(agent, service.ID))
+            ),
+            { discard: true }
+          )
+        )
+      )
+
+    /**
      * A task's own service id is its task id, shared with no other app: a kill deregisters it even when the app's
      * name clashes (leaving a dead task registered would send traffic to it).
      */
@@ -273,9 +339,10 @@ export const makeEventHandler = (settings: EventSettings) =>
         }
         // a fallback registration sits on the main agent: it ends with its task too
         const agents = agent === undefined ? [main] : settings.fallback && main !== agent ? [agent, main] : [agent]
+        const deregisterAll = (target: string) => Effect.zipRight(deregisterFrom(target, event.taskId), deregisterPortServices(target, event.taskId))
         const results = agents.length === 1
-          ? [yield* Effect.either(deregisterFrom(agents[0]!, event.taskId))]
-          : yield* Effect.forEach(agents, (target) => Effect.either(deregisterFrom(target, event.taskId)), { concurrency: 2 })
+          ? [yield* Effect.either(deregisterAll(agents[0]!))]
+          : yield* Effect.forEach(agents, (target) => Effect.either(deregisterAll(target)), { concurrency: 2 })
         yield* ledger.taskEnded(event.taskId, appName(event.appId))
         const [onHost, onMain] = results
         if (onHost !== undefined && Either.isLeft(onHost)) {
@@ -311,17 +378,21 @@ export const makeEventHandler = (settings: EventSettings) =>
   })
 
 /**
- * The start-up read: the catalog's agents, and the names Marathon's apps clash on, so that events are checked
- * before the first pass has run. Neither failing stops the daemon: the catalog is read again for the first
- * unknown host, and clashes are known from the first pass.
+ * The start-up read: the catalog's agents, and the names Marathon's apps and pods clash on, so that events are
+ * checked before the first pass has run. Neither failing stops the daemon: the catalog is read again for the
+ * first unknown host, and clashes are known from the first pass.
  */
 const learnDatacenter = (lookup: AgentLookup, marathon: Marathon["Type"], topology: Topology["Type"]) =>
   Effect.all([
     lookup.refreshCatalog.pipe(Effect.ignore),
-    marathon.apps.pipe(
-      Effect.flatMap((listing) => {
-        const unreadable = listing.rejected.flatMap((app) => app.id === undefined ? [] : [app.id])
-        const ids = listing.apps.map((app) => app.id)
+    Effect.all([
+      marathon.apps,
+      // a Marathon < 1.4 has no pods (404); pods unreadable now: their clashes are known from the first pass
+      marathon.pods.pipe(Effect.orElseSucceed((): PodListing => ({ pods: [], rejected: [] })))
+    ], { concurrency: 2 }).pipe(
+      Effect.flatMap(([apps, pods]) => {
+        const unreadable = [...apps.rejected, ...pods.rejected].flatMap((workload) => workload.id === undefined ? [] : [workload.id])
+        const ids = [...apps.apps.map((app) => app.id), ...pods.pods.map((pod) => pod.id)]
         return topology.appsRead(ids, Diff.clashingIdsOf(ids, unreadable))
       }),
       Effect.catchAll((error) =>

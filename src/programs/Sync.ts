@@ -1,14 +1,17 @@
 import { Clock as EffectClock, Duration, Effect, Either } from "effect"
 import type { AgentDirectory } from "../domain/Agents.js"
 import { maxTxnOperations } from "../domain/ConsulApi.js"
-import type { TxnOperation } from "../domain/ConsulApi.js"
+import type { Registration, TxnOperation } from "../domain/ConsulApi.js"
 import * as Diff from "../domain/Diff.js"
 import type { AppWithTasks, Plan, SkippedTask } from "../domain/Diff.js"
 import { describeRefusedOperation, isUnreachable } from "../domain/Errors.js"
 import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
-import type { RejectedApp } from "../domain/MarathonApi.js"
-import { appName, isOwnedBy, kvRoot, parseLabelKey } from "../domain/Naming.js"
+import type { PodListing, RejectedApp } from "../domain/MarathonApi.js"
+import { appName, isOwnedBy, kvRoot, parseLabelKey, taskIdOfService } from "../domain/Naming.js"
+import { podServices } from "../domain/Pods.js"
+import { appRunSpec } from "../domain/RunSpec.js"
+import type { RunSpec } from "../domain/RunSpec.js"
 import { Consul } from "../services/Consul.js"
 import { Marathon } from "../services/Marathon.js"
 import * as Clock from "../services/Clock.js"
@@ -30,6 +33,8 @@ export interface SyncSettings {
   readonly dryRun?: boolean | undefined
   /** requests in flight at once (reads and writes) */
   readonly concurrency?: number | undefined
+  /** one service per port of a task, not only the lowest port's */
+  readonly servicePerPort?: boolean | undefined
 }
 
 export interface SyncFailure {
@@ -78,14 +83,31 @@ const readMarathon = (concurrency: number): Effect.Effect<{
     const listing = yield* marathon.apps
     const apps = yield* Effect.forEach(listing.apps, (app) =>
       app.tasks !== undefined
-        ? Effect.succeed({ id: app.id, labels: app.labels, version: app.version, tasks: app.tasks })
+        ? Effect.succeed({ ...app, tasks: app.tasks })
         : marathon.appTasks(app.id).pipe(
           // Marathon #3881: some releases answer 404 for an app that has no tasks
           Effect.catchTag("NotFound", () => Effect.succeed([])),
-          Effect.map((tasks) => ({ id: app.id, labels: app.labels, version: app.version, tasks }))
+          Effect.map((tasks) => ({ ...app, tasks }))
         ), { concurrency })
     return { apps, rejected: listing.rejected }
   })
+
+/**
+ * Marathon's pods (`GET /v2/pods/::status`, read every pass): a 404 is a Marathon < 1.4, which has none; any other
+ * failure leaves the pods unknown, and a pass that does not know them must not purge.
+ */
+type PodsRead =
+  | { readonly _tag: "Read"; readonly listing: PodListing }
+  | { readonly _tag: "Unreadable"; readonly error: MarathonError }
+
+const readPods: Effect.Effect<PodsRead, never, Marathon> = Effect.flatMap(Marathon, (marathon) =>
+  marathon.pods.pipe(
+    Effect.map((listing): PodsRead => ({ _tag: "Read", listing })),
+    Effect.catchTags({
+      NotFound: () => Effect.succeed<PodsRead>({ _tag: "Read", listing: { pods: [], rejected: [] } }),
+      MarathonError: (error) => Effect.succeed<PodsRead>({ _tag: "Unreadable", error })
+    })
+  ))
 
 const failureOf = (scope: string, error: ConsulError | MarathonError, subject?: string): SyncFailure => ({ scope, subject, message: error.message })
 
@@ -94,7 +116,7 @@ const failureOf = (scope: string, error: ConsulError | MarathonError, subject?: 
  * `consular/`. Each task host is matched to its agent here (by DNS when the catalog does not name it); a host
  * that is no known agent is never read.
  */
-const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: boolean, concurrency: number) =>
+const readConsul = (apps: ReadonlyArray<AppWithTasks>, podHosts: ReadonlyArray<string>, consulUrl: URL, purge: boolean, concurrency: number) =>
   Effect.gen(function*() {
     const consul = yield* Consul
     const topology = yield* Topology
@@ -120,6 +142,7 @@ const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: bo
     for (const app of apps) {
       for (const task of app.tasks) if (isRunning(task)) hosts.add(task.host)
     }
+    for (const host of podHosts) hosts.add(host)
     const agentByHost = new Map<string, string | undefined>()
     yield* Effect.forEach(hosts, (host) =>
       Effect.map(lookup.agentIn(directory, host), (agent) => {
@@ -150,9 +173,10 @@ const withoutNewerEvents = (plan: Plan, view: { started: ReadonlySet<string>; en
     const parsed = parseLabelKey(key)
     return parsed !== undefined && view.apps.has(parsed.app)
   }
+  const taskOf = (s: Diff.DesiredService) => s.taskId ?? s.registration.ID
   return {
-    register: plan.register.filter((s) => !view.ended.has(s.registration.ID) && !view.started.has(s.registration.ID)),
-    deregister: plan.deregister.filter((d) => !view.started.has(d.serviceId) && !view.ended.has(d.serviceId)),
+    register: plan.register.filter((s) => !view.ended.has(taskOf(s)) && !view.started.has(taskOf(s))),
+    deregister: plan.deregister.filter((d) => !view.started.has(taskIdOfService(d.serviceId)) && !view.ended.has(taskIdOfService(d.serviceId))),
     kvSet: plan.kvSet.filter((op) => !touchedApp(op.key)),
     kvDelete: plan.kvDelete.filter((key) => !touchedApp(key)),
     kvDeleteTree: plan.kvDeleteTree.filter((prefix) => !touchedApp(prefix))
@@ -256,7 +280,7 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
     const unreachable = new Set<string>()
     for (const [agent, state] of actual.agents) if (state._tag === "Unreadable" && state.unreachable) unreachable.add(agent)
 
-    const register = ({ agent, registration, fallback }: Diff.DesiredService) => unlessNewerEvent(registration.ID, Effect.suspend(() => {
+    const register = ({ agent, registration, fallback, taskId }: Diff.DesiredService) => unlessNewerEvent(taskId ?? registration.ID, Effect.suspend(() => {
       const down = unreachable.has(agent)
       // known down in this pass: straight to the fallback, or wait for the agent (reported once, when read)
       if (down && !(settings.fallback && agent !== directory.main)) return Effect.void
@@ -273,7 +297,7 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
 
     const deregister = ({ agent, serviceId }: Plan["deregister"][number]) =>
       unlessNewerEvent(
-        serviceId,
+        taskIdOfService(serviceId),
         consul.deregister(agent, serviceId).pipe(
           Effect.catchTag("NotFound", () => Effect.void), // already gone: that is what we wanted
           Effect.tap(() => Effect.sync(() => {
@@ -310,19 +334,33 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
   const mark = yield* ledger.beginPass
   const startedAt = yield* Clock.now
   return yield* Effect.gen(function*() {
-    const { apps, rejected } = yield* readMarathon(concurrency)
-    const { directory, catalogRead, hostAgents, actual, failures } = yield* readConsul(apps, settings.consulUrl, settings.purge, concurrency)
-    // an app without a usable id cannot be told from a gone one, nor a task host from no agent without the
-    // catalog: no purge in this pass
-    const purge = settings.purge && catalogRead && rejected.every((app) => app.id !== undefined)
+    const [{ apps, rejected }, podsRead] = yield* Effect.all([readMarathon(concurrency), readPods], { concurrency: 2 })
+    const podListing = podsRead._tag === "Read" ? podsRead.listing : { pods: [], rejected: [] }
+    const pods = podListing.pods.map(podServices)
+    const podHosts = pods.flatMap((pod) => pod.tasks.map((task) => task.host))
+    const { directory, catalogRead, hostAgents, actual, failures } = yield* readConsul(apps, podHosts, settings.consulUrl, settings.purge, concurrency)
+    // an app or pod without a usable id cannot be told from a gone one, nor can unknown pods, nor a task host from
+    // no agent without the catalog: no purge in this pass
+    const purge = settings.purge && catalogRead && podsRead._tag === "Read" &&
+      [...rejected, ...podListing.rejected].every((app) => app.id !== undefined)
+    if (podsRead._tag === "Unreadable") {
+      failures.push(failureOf("marathon", podsRead.error, "pods"))
+      yield* Effect.logError("pods cannot be read: no purge in this pass").pipe(Effect.annotateLogs({ error: podsRead.error.message }))
+    }
     for (const app of rejected) {
       failures.push({ scope: "marathon", message: `app ${app.id ?? "(no id)"} skipped, unreadable: ${app.problem}` })
       yield* Effect.logError("app Marathon listed cannot be read: skipped").pipe(Effect.annotateLogs({ app: app.id ?? "(no id)", problem: app.problem }))
     }
+    for (const pod of podListing.rejected) {
+      failures.push({ scope: "marathon", message: `pod ${pod.id ?? "(no id)"} skipped, unreadable: ${pod.problem}` })
+      yield* Effect.logError("pod Marathon listed cannot be read: skipped").pipe(Effect.annotateLogs({ pod: pod.id ?? "(no id)", problem: pod.problem }))
+    }
     const desired = Diff.desiredState(apps, settings.registrationId, hostAgents, {
-      unreadableIds: rejected.flatMap((app) => app.id === undefined ? [] : [app.id]),
+      unreadableIds: [...rejected, ...podListing.rejected].flatMap((workload) => workload.id === undefined ? [] : [workload.id]),
       // the fallback takes what is certainly no agent, never what an unreadable catalog could not tell
-      fallbackAgent: settings.fallback && catalogRead ? directory.main : undefined
+      fallbackAgent: settings.fallback && catalogRead ? directory.main : undefined,
+      servicePerPort: settings.servicePerPort,
+      pods
     })
     for (const clash of desired.clashes) {
       yield* Effect.logError("app ids share one Consul name: skipped").pipe(
@@ -359,26 +397,34 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       const labelVersions: Array<readonly [string, string]> = []
       if (actual.kv !== undefined && !applied.failures.some((failure) => failure.scope === "kv")) {
         const touched = (yield* ledger.since(mark)).apps
-        for (const app of apps) {
+        for (const app of [...apps, ...pods]) {
           // an app an event refreshed meanwhile may have newer labels than this pass read: let the next event look
           if (app.version !== undefined && !desired.clashingIds.has(app.id) && !touched.has(appName(app.id))) {
             labelVersions.push([app.id, app.version])
           }
         }
       }
+      // how each version's tasks are reached: a RUNNING event of a version the pass saw reads nothing
+      const runSpecs: Array<readonly [string, string, RunSpec]> = []
+      for (const app of apps) if (app.version !== undefined) runSpecs.push([app.id, app.version, appRunSpec(app)])
+      for (const pod of podListing.pods) {
+        if (typeof pod.spec.version === "string") runSpecs.push([pod.id, pod.spec.version, { _tag: "Pod", spec: pod.spec }])
+      }
       yield* topology.passApplied({
         directory: catalogRead ? directory : undefined,
         at: yield* EffectClock.currentTimeMillis,
-        appIds: apps.map((app) => app.id),
+        appIds: [...apps.map((app) => app.id), ...pods.map((pod) => pod.id)],
         clashingIds: desired.clashingIds,
         owned: owned.values(),
-        labelVersions
+        labelVersions,
+        runSpecs
       })
     }
     const report: SyncReport = {
       startedAt,
       apps: apps.length,
-      tasks: desired.services.size,
+      // with --service-per-port a task has several services: count tasks
+      tasks: new Set(Array.from(desired.services.values(), (s) => s.taskId ?? s.registration.ID)).size,
       agents: actual.agents.size,
       plan,
       registered: applied.registered,
@@ -457,8 +503,14 @@ export const problemLines = (report: SyncReport): ReadonlyArray<string> => [
   ...report.failures.map((failure) => `error: ${failure.scope}: ${failure.subject === undefined ? "" : `${failure.subject}: `}${failure.message}`)
 ]
 
+/** Where a registration sends traffic: "10.0.0.7:8080", "[fd00::7]:8080", "10.0.0.7 (no port)". */
+const reachedAt = (registration: Registration): string => {
+  const address = registration.Address.includes(":") ? `[${registration.Address}]` : registration.Address
+  return registration.Port === undefined ? `${registration.Address} (no port)` : `${address}:${registration.Port}`
+}
+
 export const planLines = (plan: Plan): ReadonlyArray<string> => [
-  ...plan.register.map((s) => `register ${s.registration.ID} (${s.registration.Name}) on agent ${s.agent}`),
+  ...plan.register.map((s) => `register ${s.registration.ID} (${s.registration.Name}) at ${reachedAt(s.registration)} on agent ${s.agent}`),
   ...plan.deregister.map((d) => `deregister ${d.serviceId} from agent ${d.agent} (${d.why === "dead" ? "task not running" : "moved"})`),
   ...plan.kvSet.map((op) => `set ${op.key} = ${op.value}`),
   ...plan.kvDelete.map((key) => `delete ${key}`),

@@ -3,12 +3,14 @@ import { agentDirectory } from "../domain/Agents.js"
 import type { AgentDirectory } from "../domain/Agents.js"
 import type { AppName } from "../domain/Naming.js"
 import { appName } from "../domain/Naming.js"
+import type { RunSpec } from "../domain/RunSpec.js"
 import { KeyedLock } from "./KeyedLock.js"
 
 /**
  * What the daemon knows between passes and events rely on, held here and changed only through these methods:
  * which agents the catalog lists (and when it was last read), what host names resolved to, which app ids clash
- * on one Consul name, which app version's labels are already in KV, and which services carry our reg-id.
+ * on one Consul name, which app version's labels are already in KV, how each app or pod version's tasks are
+ * reached (its run spec), and which services carry our reg-id.
  * Every per-host and per-app record is bounded: an event naming hosts or apps at will cannot grow it without end.
  */
 export interface TopologyService {
@@ -40,6 +42,13 @@ export interface TopologyService {
   readonly labelsKnown: (appId: string, version: string | undefined) => Effect.Effect<boolean>
   readonly rememberLabels: (appId: string, version: string | undefined) => Effect.Effect<void>
 
+  /**
+   * How the tasks of this version of the app or pod are reached (networking only, never tasks), when a pass or an
+   * event already read it: a RUNNING event of a known version reads nothing from Marathon, as for labels.
+   */
+  readonly knownRunSpec: (appId: string, version: string | undefined) => Effect.Effect<RunSpec | undefined>
+  readonly rememberRunSpec: (appId: string, version: string | undefined, runSpec: RunSpec) => Effect.Effect<void>
+
   readonly isOwned: (agent: string, serviceId: string) => Effect.Effect<boolean>
   readonly rememberOwned: (agent: string, serviceId: string) => Effect.Effect<void>
   readonly forgetOwned: (agent: string, serviceId: string) => Effect.Effect<void>
@@ -52,6 +61,8 @@ export interface TopologyService {
     readonly clashingIds: ReadonlySet<string>
     readonly owned: Iterable<readonly [agent: string, serviceId: string]>
     readonly labelVersions: Iterable<readonly [appId: string, version: string]>
+    /** the run spec of each app and pod version the pass read */
+    readonly runSpecs: Iterable<readonly [appId: string, version: string, runSpec: RunSpec]>
   }) => Effect.Effect<void>
 
   /** one lock per task, shared by events and sync passes: their writes for one task never interleave */
@@ -66,6 +77,8 @@ const maxOwned = 250_000
 const maxResolvedHosts = 256
 /** apps new since the last read of Marathon, claimed by events: bounded like any cache */
 const maxClaims = 10_000
+/** run specs of apps and pods: one per app or pod id, so as many as a large Marathon has, and no more */
+const maxRunSpecs = 100_000
 
 const ownedKey = (agent: string, serviceId: string): string => `${agent} ${serviceId}`
 
@@ -87,6 +100,11 @@ export const makeTopology = (consulUrl: URL): TopologyService => {
   // names events claimed for apps new since the last read
   const claims = new Map<AppName, string>()
   const labelVersions = new Map<string, string>()
+  const runSpecs = new Map<string, { readonly version: string; readonly runSpec: RunSpec }>()
+  const rememberRunSpec = (appId: string, version: string | undefined, runSpec: RunSpec): void => {
+    if (version === undefined) runSpecs.delete(appId)
+    else boundedSet(runSpecs, maxRunSpecs, appId, { version, runSpec })
+  }
   const owned = new Set<string>()
   const rememberOwned = (agent: string, serviceId: string): void => {
     if (owned.size >= maxOwned) owned.clear()
@@ -141,6 +159,12 @@ export const makeTopology = (consulUrl: URL): TopologyService => {
         if (version === undefined) labelVersions.delete(appId)
         else labelVersions.set(appId, version)
       }),
+    knownRunSpec: (appId, version) =>
+      Effect.sync(() => {
+        const known = version === undefined ? undefined : runSpecs.get(appId)
+        return known !== undefined && known.version === version ? known.runSpec : undefined
+      }),
+    rememberRunSpec: (appId, version, runSpec) => Effect.sync(() => rememberRunSpec(appId, version, runSpec)),
     isOwned: (agent, serviceId) => Effect.sync(() => owned.has(ownedKey(agent, serviceId))),
     rememberOwned: (agent, serviceId) => Effect.sync(() => rememberOwned(agent, serviceId)),
     forgetOwned: (agent, serviceId) => Effect.sync(() => void owned.delete(ownedKey(agent, serviceId))),
@@ -156,6 +180,8 @@ export const makeTopology = (consulUrl: URL): TopologyService => {
         for (const [agent, serviceId] of pass.owned) rememberOwned(agent, serviceId)
         labelVersions.clear()
         for (const [appId, version] of pass.labelVersions) labelVersions.set(appId, version)
+        runSpecs.clear()
+        for (const [appId, version, runSpec] of pass.runSpecs) rememberRunSpec(appId, version, runSpec)
       }),
     locks: new KeyedLock()
   }

@@ -2,12 +2,14 @@ import { HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { Context, Duration, Effect, Layer, Schema, Stream } from "effect"
 import { createParser } from "eventsource-parser"
 import { MarathonError, NotFound } from "../domain/Errors.js"
-import { AppResponse, AppsResponse, EventSubscriptions, Leader, splitApps, TasksResponse } from "../domain/MarathonApi.js"
-import type { App, AppId, AppListing, Task } from "../domain/MarathonApi.js"
+import {
+  AppResponse, AppsResponse, EventSubscriptions, Leader, PodSpec, PodStatusesResponse, splitApps, splitPods, TasksResponse
+} from "../domain/MarathonApi.js"
+import type { App, AppId, AppListing, PodListing, Task } from "../domain/MarathonApi.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
 import * as Http from "./Http.js"
 import { MarathonStore } from "./MarathonStore.js"
-import type { MarathonOperation, StoredApp } from "./MarathonStore.js"
+import type { MarathonOperation, StoredApp, StoredPod, StoredPodInstance } from "./MarathonStore.js"
 
 /** One Server-Sent Event from Marathon's `/v2/events`: its `event:` name and its `data:` text. */
 export interface MarathonStreamEvent {
@@ -25,6 +27,10 @@ export class Marathon extends Context.Tag("consular/Marathon")<Marathon, {
   readonly app: (id: AppId) => Effect.Effect<App, NotFound | MarathonError>
   /** NotFound: some Marathon releases answer 404 for an app without tasks (Marathon #3881) */
   readonly appTasks: (id: AppId) => Effect.Effect<ReadonlyArray<Task>, NotFound | MarathonError>
+  /** `GET /v2/pods/::status`, each pod decoded on its own. NotFound: this Marathon has no pods (< 1.4) */
+  readonly pods: Effect.Effect<PodListing, NotFound | MarathonError>
+  /** `GET /v2/pods/<id>`: the pod's definition */
+  readonly pod: (id: AppId) => Effect.Effect<PodSpec, NotFound | MarathonError>
   /** NotFound: this Marathon has no callback subscriptions (>= 1.5) */
   readonly eventSubscriptions: Effect.Effect<ReadonlyArray<string>, NotFound | MarathonError>
   readonly subscribe: (callbackUrl: string) => Effect.Effect<void, NotFound | MarathonError>
@@ -57,6 +63,9 @@ const marathonError = (operation: string) => (failure: UpstreamFailure): Maratho
 /** "/grp/web" -> "/v2/apps/grp/web": each segment encoded */
 const appPath = (id: AppId, suffix = ""): string =>
   `/v2/apps${id.split("/").map(encodeURIComponent).join("/")}${suffix}`
+
+/** "/shop/cart" -> "/v2/pods/shop/cart": each segment encoded */
+const podPath = (id: AppId): string => `/v2/pods${id.split("/").map(encodeURIComponent).join("/")}`
 
 /** A URL's userinfo becomes a Basic Authorization header, and leaves the URL: it must never reach a log. */
 export const withoutCredentials = (url: URL): { readonly url: URL; readonly authorization: string | undefined } => {
@@ -126,6 +135,20 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
         http.send(HttpClientRequest.get(at(base, appPath(id, "/tasks"))), HttpClientResponse.schemaBodyJson(TasksResponse)).pipe(
           Effect.map((response) => response.tasks),
           Effect.mapError(Http.mapFailure(`tasks of app ${id}`, marathonError("list tasks")))
+        )
+      )
+
+    const pods = failover((base) =>
+      http.send(HttpClientRequest.get(at(base, "/v2/pods/::status")), HttpClientResponse.schemaBodyJson(PodStatusesResponse)).pipe(
+        Effect.map(splitPods),
+        Effect.mapError(Http.mapFailure("pods", marathonError("list pods")))
+      )
+    )
+
+    const pod = (id: AppId) =>
+      failover((base) =>
+        http.send(HttpClientRequest.get(at(base, podPath(id))), HttpClientResponse.schemaBodyJson(PodSpec)).pipe(
+          Effect.mapError(Http.mapFailure(`pod ${id}`, marathonError("read pod")))
         )
       )
 
@@ -203,6 +226,8 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
       apps,
       app,
       appTasks,
+      pods,
+      pod,
       eventSubscriptions,
       subscribe,
       unsubscribe,
@@ -246,6 +271,7 @@ export const appView = (app: StoredApp, embed: boolean): unknown => ({
   id: app.id,
   labels: app.labels,
   version: app.version,
+  ...app.networking,
   ...(embed ? { tasks: app.tasks.map((task) => taskView(app, task)) } : {})
 })
 
@@ -254,10 +280,82 @@ export const taskView = (app: StoredApp, task: StoredApp["tasks"][number]): unkn
   appId: app.id,
   host: task.host,
   ports: task.ports,
+  ...(task.ipAddresses === undefined ? {} : { ipAddresses: task.ipAddresses }),
   state: task.state,
   startedAt: task.startedAt,
   version: app.version
 })
+
+/** A pod definition as `GET /v2/pods/<id>` writes it (RAML `Pod`; resources are required there). */
+export const podView = (pod: StoredPod): unknown => ({
+  id: pod.id,
+  version: pod.version,
+  labels: pod.labels,
+  networks: pod.networks,
+  scaling: { kind: "fixed", instances: pod.instances.length },
+  containers: pod.containers.map((container) => ({
+    name: container.name,
+    resources: { cpus: 0.1, mem: 32 },
+    endpoints: (container.endpoints ?? []).map((endpoint) => ({ ...endpoint, protocol: ["tcp"] }))
+  }))
+})
+
+const podInstanceState = (instance: StoredPodInstance): string =>
+  instance.containers.every((container) => container.status === "TASK_RUNNING")
+    ? "STABLE"
+    : instance.containers.some((container) => container.status === "TASK_RUNNING")
+    ? "DEGRADED"
+    : instance.containers.some((container) => container.status === "TASK_STAGING" || container.status === "TASK_STARTING")
+    ? "STAGING"
+    : "TERMINAL"
+
+/**
+ * A pod's status as `GET /v2/pods/::status` writes it (RAML `PodStatus`): `agentHostname` (1.4+), the instance's
+ * network addresses, and per container its Mesos task id and endpoints (allocated host ports as Marathon pairs
+ * them: the container's endpoints that ask for a host port, in order).
+ */
+export const podStatusView = (pod: StoredPod): unknown => {
+  const since = new Date(0).toISOString()
+  const containerNetwork = pod.networks.some((network) => network.mode === "container")
+  return {
+    id: pod.id,
+    spec: podView(pod),
+    status: pod.instances.length > 0 && pod.instances.every((i) => podInstanceState(i) === "STABLE") ? "STABLE" : "DEGRADED",
+    statusSince: since,
+    instances: pod.instances.map((instance) => ({
+      id: instance.id,
+      status: podInstanceState(instance),
+      statusSince: since,
+      agentHostname: instance.agentHostname,
+      networks: containerNetwork
+        ? pod.networks.map((network) => ({ ...(network.name === undefined ? {} : { name: network.name }), addresses: instance.addresses }))
+        : [],
+      containers: instance.containers.map((container) => {
+        const declared = pod.containers.find((c) => c.name === container.name)?.endpoints ?? []
+        const withHostPort = declared.filter((endpoint) => endpoint.hostPort !== undefined)
+        const withoutHostPort = declared.filter((endpoint) => endpoint.hostPort === undefined)
+        return {
+          name: container.name,
+          status: container.status,
+          statusSince: since,
+          containerId: container.containerId,
+          endpoints: [
+            ...withHostPort.flatMap((endpoint, i) =>
+              container.allocatedHostPorts[i] === undefined ? [] : [{ name: endpoint.name, allocatedHostPort: container.allocatedHostPorts[i] }]
+            ),
+            ...withoutHostPort.map((endpoint) => ({ name: endpoint.name }))
+          ],
+          lastUpdated: since,
+          lastChanged: since
+        }
+      }),
+      lastUpdated: since,
+      lastChanged: since
+    })),
+    lastUpdated: since,
+    lastChanged: since
+  }
+}
 
 
 /** Marathon in memory, failing as `MarathonLive` does against a real Marathon (same errors, retries, 404s). */
@@ -326,6 +424,20 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
         if (app === undefined || (app.tasks.length === 0 && store.tasksNotFoundWhenEmpty)) return undefined
         return { tasks: app.tasks.map((task) => taskView(app, task)) }
       }).pipe(Effect.flatMap((response) => response === undefined ? Effect.fail(notFound(`tasks of app ${id}`)) : Effect.succeed(response.tasks))),
+    pods: request("pods", "list pods", Schema.Unknown, () =>
+      store.podsSupported ? [...store.pods.values()].map(podStatusView) : missing
+    ).pipe(
+      Effect.flatMap(orNotFound("pods", "list pods")),
+      Effect.flatMap((body) => Schema.decodeUnknown(PodStatusesResponse)(body).pipe(
+        Effect.mapError((error) => new MarathonError({ operation: "list pods", reason: "Decode", detail: error.message }))
+      )),
+      Effect.map(splitPods)
+    ),
+    pod: (id) =>
+      request("pod", "read pod", Schema.Union(PodSpec, Schema.Undefined), () => {
+        const pod = store.podsSupported ? store.pods.get(id) : undefined
+        return pod === undefined ? undefined : podView(pod)
+      }).pipe(Effect.flatMap((spec) => spec === undefined ? Effect.fail(notFound(`pod ${id}`)) : Effect.succeed(spec))),
     eventSubscriptions: request("subscriptions", "list event subscriptions", Schema.Unknown, () =>
       store.callbacks === "removed" ? missing : store.callbacks === "disabled" ? "disabled" : { callbackUrls: [...store.subscriptions] }
     ).pipe(

@@ -1,4 +1,5 @@
 import type { Labels, TaskState } from "../domain/MarathonApi.js"
+import type { AppNetworking } from "../domain/Networking.js"
 
 /**
  * The state of a Marathon held in memory: apps with labels and tasks, event subscriptions, and the event bus.
@@ -10,6 +11,8 @@ export interface StoredTask {
   readonly id: string
   readonly host: string
   readonly ports: ReadonlyArray<number>
+  /** Marathon's `ipAddresses`: the task's own addresses (on a container network, where it is reached) */
+  readonly ipAddresses?: ReadonlyArray<{ readonly ipAddress: string; readonly protocol: "IPv4" | "IPv6" }> | undefined
   state: TaskState
   readonly startedAt: string
 }
@@ -19,6 +22,38 @@ export interface StoredApp {
   labels: Labels
   version: string
   readonly tasks: Array<StoredTask>
+  /** how its tasks are reached, in Marathon's fields (`networks`, `container`, `portDefinitions`, `ipAddress`) */
+  networking?: AppNetworking | undefined
+}
+
+/** A pod's container as its definition declares it (RAML `MesosContainer`): its endpoints. */
+export interface StoredPodContainer {
+  readonly name: string
+  readonly endpoints?: ReadonlyArray<{ readonly name: string; readonly containerPort?: number; readonly hostPort?: number }> | undefined
+}
+
+/** A running (or starting) instance of a pod: one Mesos task per container, on one agent. */
+export interface StoredPodInstance {
+  readonly id: string
+  readonly agentHostname: string
+  /** the instance's addresses on its container network */
+  readonly addresses: ReadonlyArray<string>
+  readonly containers: Array<{
+    readonly name: string
+    readonly containerId: string
+    status: TaskState
+    /** in the order of the container's endpoints that ask for a host port */
+    readonly allocatedHostPorts: ReadonlyArray<number>
+  }>
+}
+
+export interface StoredPod {
+  readonly id: string
+  labels: Labels
+  version: string
+  networks: ReadonlyArray<{ readonly mode: "host" | "container" | "container/bridge"; readonly name?: string }>
+  containers: ReadonlyArray<StoredPodContainer>
+  readonly instances: Array<StoredPodInstance>
 }
 
 export type MarathonFault =
@@ -28,7 +63,8 @@ export type MarathonFault =
   | { readonly _tag: "InvalidJson" }
   | { readonly _tag: "Truncated" }
 
-export type MarathonOperation = "apps" | "app" | "tasks" | "subscriptions" | "subscribe" | "unsubscribe" | "events" | "leader"
+export type MarathonOperation =
+  | "apps" | "app" | "tasks" | "subscriptions" | "subscribe" | "unsubscribe" | "events" | "leader" | "pods" | "pod"
 
 /** How this Marathon treats callback subscriptions: Marathon >= 1.5 removed them (404); without
  *  `--event_subscriber http_callback` it refuses them (400). */
@@ -39,6 +75,9 @@ export type MarathonEvent = { readonly eventType: string } & Readonly<Record<str
 
 export class MarathonStore {
   readonly apps = new Map<string, StoredApp>()
+  readonly pods = new Map<string, StoredPod>()
+  /** Marathon >= 1.4 serves `/v2/pods`; an older one answers 404 there */
+  podsSupported = true
   readonly subscriptions: Array<string> = []
   fault: MarathonFault | undefined
   /** faults that apply to the next requests only, in order, before `fault` */
@@ -98,6 +137,14 @@ export class MarathonStore {
     app.version = this.nextVersion()
   }
 
+  /** Sets how the app's tasks are reached (a new app version, as any change of the definition). */
+  setNetworking(id: string, networking: AppNetworking): StoredApp {
+    const app = this.apps.get(id) ?? this.putApp(id)
+    app.networking = networking
+    app.version = this.nextVersion()
+    return app
+  }
+
   removeApp(id: string): StoredApp | undefined {
     const app = this.apps.get(id)
     this.apps.delete(id)
@@ -107,14 +154,27 @@ export class MarathonStore {
   /** Adds or updates a task; emits its status_update_event when `emit` (the default). */
   setTask(
     appId: string,
-    task: { readonly id: string; readonly host: string; readonly ports?: ReadonlyArray<number>; readonly state?: TaskState },
+    task: {
+      readonly id: string
+      readonly host: string
+      readonly ports?: ReadonlyArray<number>
+      readonly ipAddresses?: StoredTask["ipAddresses"]
+      readonly state?: TaskState
+    },
     emit = true
   ): StoredTask {
     const app = this.apps.get(appId) ?? this.putApp(appId)
     const state = task.state ?? "TASK_RUNNING"
     let stored = app.tasks.find((t) => t.id === task.id)
     if (stored === undefined) {
-      stored = { id: task.id, host: task.host, ports: task.ports ?? [], state, startedAt: new Date(0).toISOString() }
+      stored = {
+        id: task.id,
+        host: task.host,
+        ports: task.ports ?? [],
+        ...(task.ipAddresses === undefined ? {} : { ipAddresses: task.ipAddresses }),
+        state,
+        startedAt: new Date(0).toISOString()
+      }
       app.tasks.push(stored)
     } else {
       stored.state = state
@@ -143,7 +203,99 @@ export class MarathonStore {
       appId: app.id,
       host: task.host,
       ports: task.ports,
+      // Marathon always sends the task's addresses (the agent's for a host-networking task)
+      ipAddresses: task.ipAddresses ?? [],
       version: app.version
+    }
+  }
+
+  /** Adds or replaces a pod definition: a new version. */
+  putPod(id: string, definition: {
+    readonly labels?: Labels
+    readonly networks?: StoredPod["networks"]
+    readonly containers: ReadonlyArray<StoredPodContainer>
+  }): StoredPod {
+    const existing = this.pods.get(id)
+    const pod: StoredPod = {
+      id,
+      labels: { ...definition.labels },
+      version: this.nextVersion(),
+      networks: definition.networks ?? [{ mode: "host" }],
+      containers: definition.containers,
+      instances: existing?.instances ?? []
+    }
+    this.pods.set(id, pod)
+    return pod
+  }
+
+  removePod(id: string): StoredPod | undefined {
+    const pod = this.pods.get(id)
+    this.pods.delete(id)
+    return pod
+  }
+
+  /**
+   * Starts (or moves to `state`) an instance of a pod: one task per container, `<instance id>.<container name>`
+   * as Marathon names them; emits each container's status_update_event (appId: the pod id) when `emit`.
+   */
+  setPodInstance(podId: string, instance: {
+    readonly id: string
+    readonly agentHostname: string
+    readonly addresses?: ReadonlyArray<string>
+    /** allocated host ports per container name, in the order of its endpoints that ask for one */
+    readonly hostPorts?: Readonly<Record<string, ReadonlyArray<number>>>
+    readonly state?: TaskState
+  }, emit = true): StoredPodInstance {
+    const pod = this.pods.get(podId)
+    if (pod === undefined) throw new Error(`no pod ${podId}`)
+    const state = instance.state ?? "TASK_RUNNING"
+    let stored = pod.instances.find((i) => i.id === instance.id)
+    if (stored === undefined) {
+      stored = {
+        id: instance.id,
+        agentHostname: instance.agentHostname,
+        addresses: instance.addresses ?? [],
+        containers: pod.containers.map((container) => ({
+          name: container.name,
+          containerId: `${instance.id}.${container.name}`,
+          status: state,
+          allocatedHostPorts: instance.hostPorts?.[container.name] ?? []
+        }))
+      }
+      pod.instances.push(stored)
+    } else {
+      for (const container of stored.containers) container.status = state
+    }
+    if (emit) for (const container of stored.containers) this.emit(this.podStatusUpdate(pod, stored, container))
+    return stored
+  }
+
+  /** Ends an instance in `state`: it leaves the pod's status (as in Marathon) and its containers' events are emitted. */
+  endPodInstance(podId: string, instanceId: string, state: TaskState = "TASK_KILLED", emit = true): void {
+    const pod = this.pods.get(podId)
+    const index = pod?.instances.findIndex((i) => i.id === instanceId) ?? -1
+    if (pod === undefined || index === -1) return
+    const [instance] = pod.instances.splice(index, 1)
+    for (const container of instance!.containers) {
+      container.status = state
+      if (emit) this.emit(this.podStatusUpdate(pod, instance!, container))
+    }
+  }
+
+  /** A pod task's status_update_event, as Marathon emits it: the pod id as `appId`, the container's task id. */
+  podStatusUpdate(pod: StoredPod, instance: StoredPodInstance, container: StoredPodInstance["containers"][number]): MarathonEvent {
+    return {
+      eventType: "status_update_event",
+      timestamp: new Date().toISOString(),
+      slaveId: "",
+      taskId: container.containerId,
+      taskStatus: container.status,
+      message: "",
+      appId: pod.id,
+      host: instance.agentHostname,
+      ipAddresses: instance.addresses.map((ipAddress) => ({ ipAddress, protocol: ipAddress.includes(":") ? "IPv6" : "IPv4" })),
+      ports: container.allocatedHostPorts,
+      version: pod.version
     }
   }
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Either, FastCheck as fc, Schema } from "effect"
 import {
-  App, AppId, AppsResponse, Host, isRunning, isTerminal, Port, splitApps, StatusUpdateEvent, Task, TaskId, TasksResponse, TaskState
+  App, AppId, AppsResponse, Host, isRunning, isTerminal, Port, splitApps, splitPods, StatusUpdateEvent, Task, TaskId, TasksResponse, TaskState
 } from "../../src/domain/MarathonApi.js"
 import { appLists } from "../fixtures/marathon/AppLists.js"
 import { AppIdArb, HostArb } from "./Arbitraries.js"
@@ -94,6 +94,7 @@ describe("StatusUpdateEvent", () => {
       appId: "/grp/web",
       host: "slave-1234.acme.org",
       ports: [31372, 31373],
+      ipAddresses: [{ ipAddress: "172.17.0.2", protocol: "IPv4" }],
       version: "2017-03-01T23:28:21.737Z",
       timestamp: "2017-03-01T23:29:30.158Z"
     })
@@ -191,5 +192,40 @@ describe("every app-list shape real Marathons send (0.15 to 1.10) decodes", () =
         if (app.tasks !== undefined) expect(Either.isRight(Schema.decodeUnknownEither(TasksResponse)({ tasks: app.tasks })), listing.release).toBe(true)
       }
     }
+  })
+})
+
+describe("networking fields, task addresses and pods", () => {
+  it("an app decodes with each release's networking fields, nulls included", () => {
+    const app = Schema.decodeUnknownSync(App)({
+      id: "/web",
+      networks: [{ mode: "container", name: "calico" }],
+      container: { type: "DOCKER", portMappings: [{ containerPort: 8080, hostPort: 0, name: "http", protocol: "tcp" }], docker: null },
+      portDefinitions: [],
+      ipAddress: null
+    })
+    expect(app.networks).toEqual([{ mode: "container", name: "calico" }])
+    expect(app.container?.portMappings).toEqual([{ containerPort: 8080, name: "http" }])
+  })
+
+  it("a task's ipAddresses must be IP addresses: Consul gets them as the service's Address", () => {
+    const task = { id: "t.1", host: "agent-1", ipAddresses: [{ ipAddress: "10.0.0.7", protocol: "IPv4" }, { ipAddress: "fd00::7", protocol: "IPv6" }] }
+    expect(accepts(Task)(task)).toBe(true)
+    expect(accepts(Task)({ ...task, ipAddresses: null })).toBe(true)
+    for (const bad of ["agent-1", "10.0.0", "http://x", ""]) {
+      expect(accepts(Task)({ ...task, ipAddresses: [{ ipAddress: bad }] }), bad).toBe(false)
+    }
+  })
+
+  it("pods are decoded one by one: an unreadable pod is set apart with its id", () => {
+    const good = {
+      id: "/shop/cart",
+      spec: { id: "/shop/cart", containers: [{ name: "web", endpoints: [{ name: "http", containerPort: 80 }] }] },
+      status: "STABLE",
+      instances: [{ id: "i", agentHostname: "agent-1", containers: [{ name: "web", status: "TASK_RUNNING", containerId: "i.web" }] }]
+    }
+    const listing = splitPods([good, { ...good, id: "/bad", spec: { id: "/bad", containers: [{ endpoints: [] }] } }])
+    expect(listing.pods.map((pod) => pod.id)).toEqual(["/shop/cart"])
+    expect(listing.rejected).toEqual([{ id: "/bad", problem: expect.stringContaining("name") }])
   })
 })

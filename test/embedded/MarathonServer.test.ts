@@ -361,3 +361,115 @@ describe("embedded Marathon", () => {
       yield* listenersBack(store, 0)
     }))
 })
+
+describe("embedded Marathon: networking and pods, in Marathon's shapes", () => {
+  const withPod = Effect.gen(function*() {
+    const { store, url } = yield* setup()
+    store.setNetworking("/grp/web", {
+      networks: [{ mode: "container", name: "calico" }],
+      container: { portMappings: [{ containerPort: 8080, name: "http" }] }
+    })
+    store.setTask("/grp/web", { id: "web.2", host: "127.0.0.3", ports: [], ipAddresses: [{ ipAddress: "10.32.0.7", protocol: "IPv4" }] }, false)
+    store.putPod("/shop/cart", {
+      labels: { tier: "web" },
+      networks: [{ mode: "container", name: "dcos" }],
+      containers: [{ name: "web", endpoints: [{ name: "http", containerPort: 8080, hostPort: 0 }, { name: "metrics", containerPort: 9100 }] }]
+    })
+    store.setPodInstance("/shop/cart", { id: "shop_cart.instance-1", agentHostname: "127.0.0.2", addresses: ["10.32.0.9"], hostPorts: { web: [31001] } }, false)
+    return { store, url }
+  })
+
+  it.scopedLive("apps carry networks and container.portMappings; tasks carry ipAddresses", () =>
+    Effect.gen(function*() {
+      const { url } = yield* withPod
+      const app = json(yield* call(`${url}/v2/apps/grp/web`))
+      expect(app).toEqual({
+        app: expect.objectContaining({
+          networks: [{ mode: "container", name: "calico" }],
+          container: { portMappings: [{ containerPort: 8080, name: "http" }] },
+          tasks: expect.arrayContaining([expect.objectContaining({ id: "web.2", ports: [], ipAddresses: [{ ipAddress: "10.32.0.7", protocol: "IPv4" }] })])
+        })
+      })
+    }))
+
+  it.scopedLive("GET /v2/pods, /v2/pods/<id> and /v2/pods/::status (RAML Pod and PodStatus, agentHostname as 1.4+ writes it)", () =>
+    Effect.gen(function*() {
+      const { url } = yield* withPod
+      const spec = {
+        id: "/shop/cart",
+        version: expect.any(String),
+        labels: { tier: "web" },
+        networks: [{ mode: "container", name: "dcos" }],
+        scaling: { kind: "fixed", instances: 1 },
+        containers: [{
+          name: "web",
+          resources: { cpus: 0.1, mem: 32 },
+          endpoints: [
+            { name: "http", containerPort: 8080, hostPort: 0, protocol: ["tcp"] },
+            { name: "metrics", containerPort: 9100, protocol: ["tcp"] }
+          ]
+        }]
+      }
+      expect(json(yield* call(`${url}/v2/pods`))).toEqual([spec])
+      expect(json(yield* call(`${url}/v2/pods/shop/cart`))).toEqual(spec)
+      const statuses = yield* call(`${url}/v2/pods/::status`)
+      expect(statuses.status).toBe(200)
+      expect(json(statuses)).toEqual([expect.objectContaining({
+        id: "/shop/cart",
+        spec,
+        status: "STABLE",
+        instances: [expect.objectContaining({
+          id: "shop_cart.instance-1",
+          status: "STABLE",
+          agentHostname: "127.0.0.2",
+          networks: [{ name: "dcos", addresses: ["10.32.0.9"] }],
+          containers: [expect.objectContaining({
+            name: "web",
+            status: "TASK_RUNNING",
+            containerId: "shop_cart.instance-1.web",
+            // allocated host ports pair with the endpoints that ask for one; the others carry only their name
+            endpoints: [{ name: "http", allocatedHostPort: 31001 }, { name: "metrics" }]
+          })]
+        })]
+      })])
+      expect(json(yield* call(`${url}/v2/pods/shop/cart::status`))).toEqual(expect.objectContaining({ id: "/shop/cart" }))
+    }))
+
+  it.scopedLive("Marathon's 404s: an unknown pod, and every /v2/pods route on a Marathon older than 1.4", () =>
+    Effect.gen(function*() {
+      const { store, url } = yield* withPod
+      const missing = yield* call(`${url}/v2/pods/nope`)
+      expect(missing.status).toBe(404)
+      expect(json(missing)).toEqual({ message: "pod with /nope does not exist" })
+      expect(json(yield* call(`${url}/v2/pods/nope::status`))).toEqual({ message: "Pod '/nope' does not exist" })
+      store.podsSupported = false
+      for (const path of ["/v2/pods", "/v2/pods/::status", "/v2/pods/shop/cart"]) {
+        const answer = yield* call(`${url}${path}`)
+        expect(answer.status, path).toBe(404)
+        expect(json(answer), path).toEqual({ message: "HTTP 404 Not Found" })
+      }
+    }))
+
+  it.scopedLive("a pod task's status_update_event: the pod id as appId, the container's task id, agent, host ports and addresses", () =>
+    Effect.gen(function*() {
+      const { store } = yield* withPod
+      const events: Array<unknown> = []
+      const stop = store.listen((event) => events.push(event))
+      store.setPodInstance("/shop/cart", { id: "shop_cart.instance-2", agentHostname: "127.0.0.3", addresses: ["fd00::3"], hostPorts: { web: [31002] } })
+      store.endPodInstance("/shop/cart", "shop_cart.instance-2", "TASK_KILLED")
+      stop()
+      expect(events).toEqual([
+        expect.objectContaining({
+          eventType: "status_update_event",
+          appId: "/shop/cart",
+          taskId: "shop_cart.instance-2.web",
+          taskStatus: "TASK_RUNNING",
+          host: "127.0.0.3",
+          ports: [31002],
+          ipAddresses: [{ ipAddress: "fd00::3", protocol: "IPv6" }],
+          version: store.pods.get("/shop/cart")!.version
+        }),
+        expect.objectContaining({ taskId: "shop_cart.instance-2.web", taskStatus: "TASK_KILLED" })
+      ])
+    }))
+})

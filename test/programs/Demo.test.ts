@@ -12,6 +12,14 @@ const service = (agent: string, ID: string, Service: string, Port: number, Tags:
   service: { ID, Service, Address: agent, Port, Tags: [...Tags] }
 })
 
+/** The container-network app: on its agent, at the task's own address and its lowest container port. */
+const payments: ServiceRow = {
+  agent: "127.0.0.3",
+  service: { ID: "payments.c1", Service: "payments", Address: "10.32.0.5", Port: 8080, Tags: ours("/payments") }
+}
+/** The pod's web container: on the instance's agent, at its allocated host port; the sidecar has no endpoint. */
+const cart = service("127.0.0.1", "shop_cart.instance-k1.web", "shop-cart", 31020, ours("/shop/cart"))
+
 const foreign: ReadonlyArray<ServiceRow> = [
   service("127.0.0.1", "postgres", "postgres", 5432, ["primary"]),
   service("127.0.0.2", "search.x1", "search", 9200, ["consular-reg-id=consular-eu", "consular-app-id=/search"])
@@ -21,15 +29,18 @@ const foreign: ReadonlyArray<ServiceRow> = [
 const afterSync: ConsulLayout = {
   services: [
     foreign[0]!,
+    cart,
     service("127.0.0.1", "shop_web.a1", "shop-web", 31000, ours("/shop/web")), // the lowest of 31001, 31000
     service("127.0.0.2", "api.p1", "api", 31010, ours("/api")),
     foreign[1]!,
     service("127.0.0.2", "shop_web.a2", "shop-web", 31002, ours("/shop/web")),
+    payments,
     service("127.0.0.3", "worker.w1", "worker", 0, ours("/worker")) // portless; api.p2 (STAGING) absent; billing.d1 purged
   ],
   kv: [
     { key: "config/maintenance", value: "false" },
     { key: "consular/api/owner", value: "\"platform\"" },
+    { key: "consular/shop-cart/tier", value: "\"cart\"" },
     { key: "consular/shop-web/domain", value: "\"shop.example.org\"" },
     { key: "consular/shop-web/tier", value: "\"frontend\"" },
     { key: "consular/worker/canary", value: "" },
@@ -37,20 +48,24 @@ const afterSync: ConsulLayout = {
   ]
 }
 
-/** After the story: /blog deployed, scaled, one task killed, relabelled (tasks replaced); /api destroyed. */
+/** After the story: /blog deployed, scaled, one task killed, relabelled (tasks replaced); the pod scaled; /api destroyed. */
 const final: ConsulLayout = {
   services: [
     service("127.0.0.1", "blog.b5", "blog", 31104, ours("/blog")),
     foreign[0]!,
+    cart,
     service("127.0.0.1", "shop_web.a1", "shop-web", 31000, ours("/shop/web")),
     service("127.0.0.2", "blog.b4", "blog", 31103, ours("/blog")),
     foreign[1]!,
+    service("127.0.0.2", "shop_cart.instance-k2.web", "shop-cart", 31021, ours("/shop/cart")), // by the pod's events
     service("127.0.0.2", "shop_web.a2", "shop-web", 31002, ours("/shop/web")),
+    payments,
     service("127.0.0.3", "worker.w1", "worker", 0, ours("/worker"))
   ],
   kv: [
     { key: "config/maintenance", value: "false" },
     { key: "consular/blog/domain", value: "\"www.blog.example.org\"" },
+    { key: "consular/shop-cart/tier", value: "\"cart\"" },
     { key: "consular/shop-web/domain", value: "\"shop.example.org\"" },
     { key: "consular/shop-web/tier", value: "\"frontend\"" },
     { key: "consular/worker/canary", value: "" },
@@ -66,8 +81,9 @@ const headings = [
   "== 5. Scale /blog to 3 instances ==",
   "== 6. Kill a task of /blog ==",
   "== 7. Change a label of /blog ==",
-  "== 8. Destroy /api ==",
-  "== 9. Stop the daemon =="
+  "== 8. Scale the pod /shop/cart to 2 instances ==",
+  "== 9. Destroy /api ==",
+  "== 10. Stop the daemon =="
 ]
 
 describe("consular demo", () => {
@@ -82,7 +98,7 @@ describe("consular demo", () => {
       expect(result.afterSync).toEqual(afterSync)
       expect(result.final).toEqual(final)
       expect(lines.filter((line) => line.startsWith("== "))).toEqual(headings)
-      expect(lines).toContain("  registered 4, deregistered 1, keys set 5, keys deleted 2, errors 0")
+      expect(lines).toContain("  registered 6, deregistered 1, keys set 6, keys deleted 2, errors 0")
       // the second pass writes nothing
       expect(lines).toContain("  registered 0, deregistered 0, keys set 0, keys deleted 0, errors 0")
       expect(lines.some((line) => line.includes("did not match"))).toBe(false)

@@ -65,7 +65,8 @@ describe("consular sync against the embedded Marathon and Consul", () => {
       expect(dc.consul.writes).toBe(0)
       expect(report.registered + report.deregistered + report.keysSet + report.keysDeleted).toBe(0)
       expect(dc.consul.requests).toBe(3 + 2) // three agents, the catalog, one KV listing
-      expect(dc.marathon.requests).toBe(1) // apps with tasks embedded
+      expect(dc.marathon.requestLog.slice(-2).sort()).toEqual(["apps", "pods"]) // apps with tasks embedded, and the pods
+      expect(dc.marathon.requests).toBe(2)
     }))
 
   it.scopedLive("labels follow Marathon: added, changed, removed; web never touches web2", () =>

@@ -110,6 +110,44 @@ export const marathonContract = (name: string, make: MakeMarathon) =>
         ))
     })
 
+    describe("networking and pods", () => {
+      it.scopedLive("an app's networking and its tasks' addresses come through", () =>
+        withMarathon((marathon, store) =>
+          Effect.gen(function*() {
+            store.setNetworking("/web", { networks: [{ mode: "container", name: "calico" }], container: { portMappings: [{ containerPort: 80, name: "http" }] } })
+            store.setTask("/web", { id: "web.3", host: "127.0.0.2", ports: [], ipAddresses: [{ ipAddress: "10.0.0.3", protocol: "IPv4" }] }, false)
+            const web = yield* marathon.app(AppId.make("/web"))
+            expect(web.networks).toEqual([{ mode: "container", name: "calico" }])
+            expect(web.container?.portMappings).toEqual([{ containerPort: 80, name: "http" }])
+            expect(web.tasks?.find((task) => task.id === "web.3")?.ipAddresses).toEqual([{ ipAddress: "10.0.0.3", protocol: "IPv4" }])
+          })
+        ))
+
+      it.scopedLive("lists pod statuses and reads a pod's definition; an unknown pod is NotFound", () =>
+        withMarathon((marathon, store) =>
+          Effect.gen(function*() {
+            expect((yield* marathon.pods).pods).toEqual([])
+            store.putPod("/shop/cart", { labels: { a: "1" }, containers: [{ name: "web", endpoints: [{ name: "http", containerPort: 80, hostPort: 0 }] }] })
+            store.setPodInstance("/shop/cart", { id: "shop_cart.i1", agentHostname: "127.0.0.2", hostPorts: { web: [31000] } }, false)
+            const [pod] = (yield* marathon.pods).pods
+            expect(pod?.id).toBe("/shop/cart")
+            expect(pod?.instances?.[0]?.agentHostname).toBe("127.0.0.2")
+            expect(pod?.instances?.[0]?.containers?.[0]).toMatchObject({ containerId: "shop_cart.i1.web", endpoints: [{ name: "http", allocatedHostPort: 31000 }] })
+            expect((yield* marathon.pod(AppId.make("/shop/cart"))).labels).toEqual({ a: "1" })
+            assert.instanceOf(yield* Effect.flip(marathon.pod(AppId.make("/nope"))), NotFound)
+          })
+        ))
+
+      it.scopedLive("a Marathon older than 1.4 has no /v2/pods: NotFound", () =>
+        withMarathon((marathon, store) =>
+          Effect.gen(function*() {
+            store.podsSupported = false
+            assert.instanceOf(yield* Effect.flip(marathon.pods), NotFound)
+            assert.instanceOf(yield* Effect.flip(marathon.pod(AppId.make("/shop/cart"))), NotFound)
+          })
+        ))
+    })
+
     describe("event subscriptions", () => {
       const callback = "http://127.0.0.1:7000/events?registration=consular"
 

@@ -1,6 +1,7 @@
 import type { HttpServerError } from "@effect/platform"
 import { Context, Effect, Layer } from "effect"
 import * as Http from "node:http"
+import { isIP } from "node:net"
 import { listen } from "../../src/embedded/Listen.js"
 import { daemonApp } from "../../src/programs/Daemon.js"
 import type { DaemonSettings } from "../../src/programs/Daemon.js"
@@ -69,7 +70,8 @@ export const statusUpdate = (fields: {
   timestamp: "2026-11-25T10:00:00.000Z",
   slaveId: "20140909-054127-177048842-5050-1494-0",
   message: "",
-  ipAddresses: [{ ipAddress: fields.host, protocol: "IPv4" }],
+  // Marathon writes the task's IP addresses (Mesos' NetworkInfo), never a host name: a named host gets none here
+  ...(isIP(fields.host) === 0 ? {} : { ipAddresses: [{ ipAddress: fields.host, protocol: isIP(fields.host) === 6 ? "IPv6" : "IPv4" }] }),
   ports: [],
   ...fields
 })
