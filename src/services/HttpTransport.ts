@@ -34,24 +34,56 @@ export interface TransportSettings {
    */
   readonly idleMillis?: number | undefined
   readonly tls?: TlsSettings | undefined
+  /**
+   * the largest answer read whole (default `defaultMaxBodyBytes`); a bigger one fails as a `ResponseError`
+   * naming the cap, before it is read (its content-length) or as soon as it streams past the cap
+   */
+  readonly maxBodyBytes?: number | undefined
 }
 
-export type ExchangeFailure = HttpClientError.RequestError | Cause.TimeoutException
+/**
+ * 256 MiB: far above the largest answer consular reads (Marathon's app list with its tasks, about 35 MB for
+ * 50,000 tasks), far below what would exhaust a small container's memory.
+ */
+export const defaultMaxBodyBytes = 256 * 1024 * 1024
+
+export interface ExchangeOptions {
+  /**
+   * May the request go out twice? Defaults from the method: GET, HEAD, PUT, DELETE and OPTIONS are idempotent
+   * (RFC 9110), POST and PATCH are not. A request that is not (the subscription `POST`, Consul's
+   * `PUT /v1/session/create`, which makes a new session each time) is never replayed on a fresh connection.
+   */
+  readonly idempotent?: boolean | undefined
+}
+
+const idempotentMethods = new Set(["GET", "HEAD", "PUT", "DELETE", "OPTIONS"])
+
+/** Whether the request may be sent again after it may have reached the server. */
+export const isIdempotent = (request: HttpClientRequest.HttpClientRequest, options?: ExchangeOptions): boolean =>
+  options?.idempotent ?? idempotentMethods.has(request.method)
+
+export type ExchangeFailure = HttpClientError.RequestError | HttpClientError.ResponseError | Cause.TimeoutException
 
 export interface Transport {
   /** Sends the request and reads the whole answer, whatever its status; the timeout covers both. */
   readonly exchange: (
     request: HttpClientRequest.HttpClientRequest,
-    timeoutMillis: number
+    timeoutMillis: number,
+    options?: ExchangeOptions
   ) => Effect.Effect<BufferedResponse, ExchangeFailure>
   /**
    * A long-lived answer (an event stream) on a connection of its own: the timeout bounds the wait for the
-   * headers only. A non-2xx answer is read whole and fails as a `ResponseError`.
+   * headers only. A non-2xx answer is read whole and fails as a `ResponseError`. The stream as a whole has no
+   * size cap (it lasts for hours); one frame of it does: more than `maxBodyBytes` without a blank line (the end
+   * of a server-sent event) fails the stream, since its parser would hold all of it.
    */
   readonly openStream: (
     request: HttpClientRequest.HttpClientRequest,
     timeoutMillis: number
-  ) => Effect.Effect<Stream.Stream<Uint8Array, HttpClientError.RequestError>, ExchangeFailure | HttpClientError.ResponseError>
+  ) => Effect.Effect<
+    Stream.Stream<Uint8Array, HttpClientError.RequestError | HttpClientError.ResponseError>,
+    ExchangeFailure
+  >
 }
 
 const isOk = (status: number) => status >= 200 && status < 300
@@ -83,9 +115,33 @@ export const statusFailure = (response: BufferedResponse): HttpClientError.Respo
     description: "non 2xx status code"
   })
 
+const mebibyte = 1024 * 1024
+const sizeText = (bytes: number) => bytes % mebibyte === 0 ? `${bytes / mebibyte} MiB` : `${bytes} bytes`
+
+/** An answer over the cap: a `Decode` failure (final, never retried) naming the cap; its body is not kept. */
+const tooLarge = (response: BufferedResponse, maxBodyBytes: number, what: string): HttpClientError.ResponseError =>
+  new HttpClientError.ResponseError({
+    request: response.request,
+    response,
+    reason: "Decode",
+    description: `${what} is larger than the ${sizeText(maxBodyBytes)} cap on an answer`
+  })
+
+const blankLines = [Buffer.from("\n\n"), Buffer.from("\r\r"), Buffer.from("\n\r\n")]
+/** Where the last blank line in `bytes` (the end of a server-sent event) ends, or -1. */
+const lastFrameEnd = (bytes: Buffer): number => {
+  let end = -1
+  for (const blank of blankLines) {
+    const at = bytes.lastIndexOf(blank)
+    if (at >= 0) end = Math.max(end, at + blank.length)
+  }
+  return end
+}
+
 export const makeTransport = (settings: TransportSettings): Effect.Effect<Transport, never, import("effect").Scope.Scope> =>
   Effect.gen(function*() {
     const tls = settings.tls
+    const maxBodyBytes = settings.maxBodyBytes ?? defaultMaxBodyBytes
     const tlsOptions: https.AgentOptions = {
       ...(tls?.ca !== undefined ? { ca: tls.ca } : {}),
       ...(tls?.cert !== undefined ? { cert: tls.cert } : {}),
@@ -179,6 +235,7 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
       request: HttpClientRequest.HttpClientRequest,
       timeoutMillis: number,
       stream: boolean,
+      idempotent: boolean,
       onAnswer: (
         incoming: IncomingMessage,
         finish: (outcome: Effect.Effect<A, E | ExchangeFailure>) => void,
@@ -202,8 +259,20 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
           const started = start(request, stream, (incoming) => {
             answered = true
             onAnswer(incoming, finish, (then) => {
+              const refuse = (what: string) => {
+                const head = new BufferedResponse(request, incoming.statusCode ?? 0, incoming.headers, Buffer.alloc(0))
+                finish(Effect.fail(tooLarge(head, maxBodyBytes, what)))
+                sent.destroy()
+              }
+              const declared = Number(incoming.headers["content-length"])
+              if (declared > maxBodyBytes) return refuse(`the answer's content-length (${declared} bytes)`)
               const chunks: Array<Buffer> = []
-              incoming.on("data", (chunk: Buffer) => chunks.push(chunk))
+              let length = 0
+              incoming.on("data", (chunk: Buffer) => {
+                length += chunk.length
+                if (length > maxBodyBytes) return refuse("the answer")
+                chunks.push(chunk)
+              })
               incoming.on("error", transportFailure)
               incoming.on("end", () =>
                 finish(then(
@@ -217,12 +286,13 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
           outgoing = sent
           sent.on("error", (cause) => {
             // A pooled connection the server closed just as this request went out (its keep-alive timeout): the
-            // request never reached it, so it goes once more on a fresh connection, as Node's docs advise.
+            // request most likely never reached it, so it goes once more on a fresh connection, as Node's docs
+            // advise, but only if going twice is harmless (Node cannot tell whether the server read it).
             if (replay && !settled && !answered && sent.reusedSocket && isStaleConnection(cause)) return send(false)
             transportFailure(cause)
           })
         }
-        send(true)
+        send(idempotent)
         if (settled) return
         timer = setTimeout(() => {
           finish(Effect.fail(new Cause.TimeoutException()))
@@ -235,17 +305,45 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
         })
       })
 
-    const exchange: Transport["exchange"] = (request, timeoutMillis) =>
-      call<BufferedResponse, never>(request, timeoutMillis, false, (_incoming, _finish, readWhole) => readWhole(Effect.succeed))
+    const exchange: Transport["exchange"] = (request, timeoutMillis, options) =>
+      call<BufferedResponse, never>(
+        request,
+        timeoutMillis,
+        false,
+        isIdempotent(request, options),
+        (_incoming, _finish, readWhole) => readWhole(Effect.succeed)
+      )
 
     const openStream: Transport["openStream"] = (request, timeoutMillis) =>
-      call(request, timeoutMillis, true, (incoming, finish, readWhole) =>
-        isOk(incoming.statusCode ?? 0)
-          ? finish(Effect.succeed(NodeStream.fromReadable<HttpClientError.RequestError, Uint8Array>(
-            () => incoming,
-            (cause) => new HttpClientError.RequestError({ request, reason: "Transport", cause })
-          )))
-          : readWhole((response) => Effect.fail(statusFailure(response))))
+      call(request, timeoutMillis, true, isIdempotent(request), (incoming, finish, readWhole) => {
+        if (!isOk(incoming.statusCode ?? 0)) return readWhole((response) => Effect.fail(statusFailure(response)))
+        const bytes = NodeStream.fromReadable<HttpClientError.RequestError | HttpClientError.ResponseError, Uint8Array>(
+          () => incoming,
+          (cause) => new HttpClientError.RequestError({ request, reason: "Transport", cause })
+        )
+        // bytes since the last blank line, and the last three bytes (a blank line may straddle two chunks)
+        let pending = 0
+        let tail = Buffer.alloc(0)
+        const bounded = Stream.mapChunksEffect(bytes, (chunks) => {
+          for (const chunk of chunks) {
+            const buffer = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+            const inside = lastFrameEnd(buffer)
+            const across = inside >= 0 ? -1 : lastFrameEnd(Buffer.concat([tail, buffer.subarray(0, 3)]))
+            pending = inside >= 0
+              ? buffer.length - inside
+              : across >= 0
+              ? buffer.length - (across - tail.length)
+              : pending + buffer.length
+            tail = Buffer.concat([tail, buffer.subarray(-3)]).subarray(-3)
+            if (pending > maxBodyBytes) {
+              const head = new BufferedResponse(request, incoming.statusCode ?? 0, incoming.headers, Buffer.alloc(0))
+              return Effect.fail(tooLarge(head, maxBodyBytes, "an event of the stream"))
+            }
+          }
+          return Effect.succeed(chunks)
+        })
+        finish(Effect.succeed(bounded))
+      })
 
     return { exchange, openStream }
   })
