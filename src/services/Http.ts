@@ -156,7 +156,8 @@ export const describeFailure = (failure: HttpFailure): string => {
       const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : undefined
       const message = cause instanceof Error ? cause.message : failure.description ?? failure.reason
       const inner = cause instanceof Error && cause.cause instanceof Error ? `: ${cause.cause.message}` : ""
-      return `${failure.request.method} ${redactUrl(failure.request.url)}: ${code ?? message}${code ? "" : inner}`
+      const hint = code !== undefined && failure.description !== undefined ? ` (${failure.description})` : ""
+      return `${failure.request.method} ${redactUrl(failure.request.url)}: ${code ?? message}${code ? hint : inner}`
     }
     case "TimeoutException":
       return "no answer in time"

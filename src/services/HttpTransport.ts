@@ -198,14 +198,14 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
     }
 
     /**
-     * Starts the request; `onResponse` gets the answer's head. Returns the ClientRequest, or the failure that
+     * Starts the request; `onResponse` gets the answer's head. Returns the ClientRequest and its origin, or the failure that
      * stopped it before it was sent (a URL or a header Node refuses).
      */
     const start = (
       request: HttpClientRequest.HttpClientRequest,
       stream: boolean,
       onResponse: (incoming: IncomingMessage) => void
-    ): Either.Either<http.ClientRequest, HttpClientError.RequestError> => {
+    ): Either.Either<readonly [http.ClientRequest, Origin], HttpClientError.RequestError> => {
       const target = targetOf(request)
       if (Either.isLeft(target)) return Either.left(new HttpClientError.RequestError({ request, reason: "InvalidUrl", cause: target.left }))
       const body = request.body
@@ -221,7 +221,7 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
           onResponse
         )
         outgoing.end(body._tag === "Uint8Array" ? body.body : undefined)
-        return Either.right(outgoing)
+        return Either.right([outgoing, origin] as const)
       } catch (cause) {
         return Either.left(new HttpClientError.RequestError({ request, reason: "Encode", cause }))
       }
@@ -252,8 +252,13 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
           clearTimeout(timer)
           resume(outcome)
         }
-        const transportFailure = (cause: unknown) =>
-          finish(Effect.fail(new HttpClientError.RequestError({ request, reason: "Transport", cause })))
+        const transportFailure = (cause: unknown, description?: string) =>
+          finish(Effect.fail(new HttpClientError.RequestError({
+            request,
+            reason: "Transport",
+            cause,
+            ...(description === undefined ? {} : { description })
+          })))
         const send = (replay: boolean): void => {
           let answered = false
           const started = start(request, stream, (incoming) => {
@@ -282,14 +287,20 @@ export const makeTransport = (settings: TransportSettings): Effect.Effect<Transp
             })
           })
           if (Either.isLeft(started)) return finish(Effect.fail(started.left))
-          const sent = started.right
+          const [sent, origin] = started.right
           outgoing = sent
           sent.on("error", (cause) => {
             // A pooled connection the server closed just as this request went out (its keep-alive timeout): the
             // request most likely never reached it, so it goes once more on a fresh connection, as Node's docs
             // advise, but only if going twice is harmless (Node cannot tell whether the server read it).
             if (replay && !settled && !answered && sent.reusedSocket && isStaleConnection(cause)) return send(false)
-            transportFailure(cause)
+            // TLS 1.3 checks the client's certificate after the handshake: a server that refuses it sends an
+            // alert and closes, and a request already on its way often turns that alert into a bare reset
+            const refusedTls = origin.secure && !sent.reusedSocket && !answered && isStaleConnection(cause)
+            transportFailure(
+              cause,
+              refusedTls ? "the server closed the new TLS connection unanswered: did it refuse the client certificate?" : undefined
+            )
           })
         }
         send(idempotent)
