@@ -172,6 +172,13 @@ const fallbackTimeout = durationFlag({
   name: "fallback-timeout", group: "sync", applies: "all", default: "2",
   description: "timeout of a registration on the fallback agent"
 }, (millis) => millis > 0, "must be a positive duration (2, 2s, 500ms)")
+const maxPurge = valueFlag({
+  name: "max-purge", group: "sync", applies: "all", value: "N|none", default: "none",
+  description: "skip a pass's whole purge when it would deregister more than N services or delete more than N keys; none: no limit"
+}, (raw): Option.Option<number> | undefined => {
+  if (raw === "none") return Option.none()
+  return /^\d+$/.test(raw) && Number.isSafeInteger(Number(raw)) ? Option.some(Number(raw)) : undefined
+}, "must be a non-negative integer, or none (no limit)")
 const dryRun = switchFlag({ name: "dry-run", group: "sync", applies: "sync", default: "off", description: "print the plan, write nothing" })
 
 // security
@@ -277,7 +284,7 @@ const builtInFlags: ReadonlyArray<FlagDoc> = [
 ]
 
 const flags = {
-  consul, marathon, timeout, registrationId, purge, fallback, fallbackTimeout, dryRun,
+  consul, marathon, timeout, registrationId, purge, fallback, fallbackTimeout, maxPurge, dryRun,
   consulToken, consulTokenFile, consulCaFile, consulCertFile, consulKeyFile, consulSkipVerify,
   marathonCaFile, marathonCertFile, marathonKeyFile, marathonSkipVerify, marathonUser, marathonPasswordFile, marathonTokenFile,
   eventsSecretFile, scheme, host, port, syncInterval, events, maxEventBytes, leaderElection, leaderKey, sessionTtl,
@@ -401,7 +408,8 @@ const exitStatusLines = [
   "Exit status of consular sync:",
   "  0  everything planned landed",
   "  2  not everything did: a write failed (each failed task id or key is listed on stderr; the rest landed),",
-  "     an agent or an app could not be read, or a name clash or an unknown host skipped something",
+  "     an agent or an app could not be read, a name clash or an unknown host skipped something, or a purge",
+  "     over --max-purge was skipped",
   "  1  nothing was synced: Marathon could not be read, no Consul read succeeded, or a usage error"
 ]
 
@@ -501,7 +509,8 @@ const syncSettings = (o: Flags) => ({
   purge: o.purge,
   fallback: o.fallback,
   fallbackTimeout: o.fallbackTimeout,
-  consulUrl: o.consul
+  consulUrl: o.consul,
+  maxPurge: Option.getOrUndefined(o.maxPurge)
 })
 
 const daemonSettings = (o: Flags): DaemonSettings => ({
