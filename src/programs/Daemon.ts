@@ -71,6 +71,7 @@ export const appFor = (settings: DaemonSettings, handler: EventHandler, operatio
 
 /** Every event, from callbacks or the stream, counted and timed. */
 const measuredHandler = (handler: EventHandler) =>
+  // a captured Context, not a layer: the router and the event source take a handler without requirements
   Effect.map(Effect.context<Metrics>(), (context): EventHandler => ({
     ...handler,
     handle: (decoded) => observeEvent(decoded, handler.handle(decoded)).pipe(Effect.provide(context))
@@ -79,15 +80,18 @@ const measuredHandler = (handler: EventHandler) =>
 /** Whether /ready waits for a first sync: only when some pass is going to run. */
 const readinessSettings = (settings: DaemonSettings) => ({ requireSync: settings.syncInterval > 0 || settings.events === "sse" })
 
-/** The app as the daemon serves it, with its own metrics and readiness: for tests. */
-export const daemonApp = (settings: DaemonSettings) =>
+/** The daemon's event handler and the HTTP app that serves it, as `runDaemon` serves them. */
+export const makeDaemonApp = (settings: DaemonSettings) =>
   Effect.gen(function*() {
     const handler = yield* measuredHandler(yield* makeEventHandler(settings))
-    return appFor(settings, handler, yield* operationsApp)
-  }).pipe(Effect.provide(Layer.merge(MetricsLive, ReadinessLive(readinessSettings(settings)))))
+    return { handler, app: appFor(settings, handler, yield* operationsApp) }
+  })
 
 /** The metrics and readiness of one daemon. */
 export const daemonObservability = (settings: DaemonSettings) => Layer.merge(MetricsLive, ReadinessLive(readinessSettings(settings)))
+
+/** What `runDaemon` needs beyond the upstream services: its metrics, its readiness and its listening server. */
+export const daemonLayer = (settings: DaemonSettings) => Layer.merge(daemonObservability(settings), serveLayer(settings))
 
 /** Requests Node cannot even parse (a bad request line, a bad Content-Length) still get a JSON answer. */
 export const nodeServer = () => {
@@ -136,15 +140,12 @@ export const makeResyncs = (pass: Effect.Effect<void>) =>
 
 export const runDaemon = (settings: DaemonSettings) =>
   Effect.gen(function*() {
-    const handler = yield* measuredHandler(yield* makeEventHandler(settings))
-    const app = appFor(settings, handler, yield* operationsApp)
+    const { handler, app } = yield* makeDaemonApp(settings)
     const metrics = yield* Metrics
     const readiness = yield* Readiness
-    const server = HttpServer.serve(app).pipe(
-      HttpServer.withLogAddress,
-      Layer.provide(serveLayer(settings)),
-      Layer.launch
-    )
+    // the listening server is a requirement (daemonLayer), so that tests and the demo choose where it listens
+    const server = HttpServer.serve(app).pipe(HttpServer.withLogAddress, Layer.launch)
+    // a captured Context, not a layer: the pass is handed to the resync worker and the schedule without requirements
     const context = yield* Effect.context<SyncRequirements | Marathon>()
     // the callback subscription, once made, is checked again after every pass
     const callback = yield* Ref.make<"none" | "up" | "down">("none")
