@@ -17,7 +17,7 @@ import { MarathonLive } from "./services/Marathon.js"
 import type { Marathon } from "./services/Marathon.js"
 import { MarathonStore } from "./services/MarathonStore.js"
 import type { MarathonEvent } from "./services/MarathonStore.js"
-import { daemonLayer, runDaemon } from "./programs/Daemon.js"
+import { daemonObservability, runDaemon } from "./programs/Daemon.js"
 import type { DaemonSettings } from "./programs/Daemon.js"
 import { LedgerLive } from "./programs/Ledger.js"
 import type { Ledger } from "./programs/Ledger.js"
@@ -446,7 +446,7 @@ const startDaemon = (
     for (let attempt = 1; attempt <= 3; attempt++) {
       const settings: DaemonSettings = { ...base, port: yield* freePort }
       const fiber: DaemonFiber = yield* Effect.forkScoped(runDaemon(settings).pipe(
-        Effect.provide(daemonLayer(settings)),
+        Effect.provide(daemonObservability(settings)),
         Effect.provide(services)
       ))
       const ready = Effect.gen(function*() {

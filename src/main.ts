@@ -160,7 +160,7 @@ const purge = switchFlag({
 })
 const fallback = switchFlag({
   name: "fallback", negation: "no-fallback", group: "sync", applies: "all", default: "off",
-  description: "register on the main agent when the task host's agent cannot be reached"
+  description: "register on the main agent when the task host's agent cannot be reached or is no known agent"
 })
 const fallbackTimeout = durationFlag({
   name: "fallback-timeout", group: "sync", applies: "all", default: "2",
@@ -539,11 +539,11 @@ const loadDemo = Effect.promise(() => import("./Demo.js"))
  * Runs a command's program with every layer it needs. The logger is built first and torn down last, so that a
  * defect anywhere (a layer's construction included) is logged before the process ends.
  */
-const provideAll = <A, E, X, EX, R extends Layer.Layer.Success<ReturnType<typeof servicesLive>> | X>(
+const provideAll = <A, E, X, R extends Layer.Layer.Success<ReturnType<typeof servicesLive>> | X>(
   o: Flags,
   oneShot: boolean,
   /** what the command needs beyond the upstream services */
-  extra: Layer.Layer<X, EX>,
+  extra: Layer.Layer<X>,
   program: Effect.Effect<A, E, R>
 ) =>
   program.pipe(
@@ -569,17 +569,13 @@ class SyncIncomplete extends Data.TaggedError("SyncIncomplete")<{}> {}
 class ConsulUnread extends Data.TaggedError("ConsulUnread")<{}> {}
 
 const runDaemon = (o: Flags) =>
-  provideAll(
-    o,
-    false,
-    Layer.unwrapEffect(Effect.map(loadDaemon, ({ daemonLayer }) => daemonLayer(daemonSettings(o)))),
-    Effect.flatMap(loadDaemon, ({ runDaemon }) => runDaemon(daemonSettings(o)))
-  ).pipe(
-    Effect.catchTag("ServeError", (error) =>
-      Console.error(`consular: cannot listen on ${o.host}:${o.port}: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`).pipe(
-        Effect.zipRight(Effect.fail(error))
-      ))
-  )
+  provideAll(o, false, Layer.unwrapEffect(Effect.map(loadDaemon, ({ daemonObservability }) => daemonObservability(daemonSettings(o)))), Effect.flatMap(loadDaemon, ({ runDaemon }) =>
+    runDaemon(daemonSettings(o)).pipe(
+      Effect.catchTag("ServeError", (error) =>
+        Console.error(`consular: cannot listen on ${o.host}:${o.port}: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`).pipe(
+          Effect.zipRight(Effect.fail(error))
+        ))
+    )))
 
 const syncPass = (o: Flags) =>
   provideAll(o, true, Layer.empty, Effect.gen(function*() {

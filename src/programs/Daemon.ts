@@ -90,9 +90,6 @@ export const makeDaemonApp = (settings: DaemonSettings) =>
 /** The metrics and readiness of one daemon. */
 export const daemonObservability = (settings: DaemonSettings) => Layer.merge(MetricsLive, ReadinessLive(readinessSettings(settings)))
 
-/** What `runDaemon` needs beyond the upstream services: its metrics, its readiness and its listening server. */
-export const daemonLayer = (settings: DaemonSettings) => Layer.merge(daemonObservability(settings), serveLayer(settings))
-
 /** Requests Node cannot even parse (a bad request line, a bad Content-Length) still get a JSON answer. */
 export const nodeServer = () => {
   const server = createServer()
@@ -143,8 +140,13 @@ export const runDaemon = (settings: DaemonSettings) =>
     const { handler, app } = yield* makeDaemonApp(settings)
     const metrics = yield* Metrics
     const readiness = yield* Readiness
-    // the listening server is a requirement (daemonLayer), so that tests and the demo choose where it listens
-    const server = HttpServer.serve(app).pipe(HttpServer.withLogAddress, Layer.launch)
+    // The one layer a program builds itself: the listener is bound only here, once the app is ready, because a
+    // Node server bound earlier (provided from outside) accepts requests that nothing ever answers until `serve`.
+    const server = HttpServer.serve(app).pipe(
+      HttpServer.withLogAddress,
+      Layer.provide(serveLayer(settings)),
+      Layer.launch
+    )
     // a captured Context, not a layer: the pass is handed to the resync worker and the schedule without requirements
     const context = yield* Effect.context<SyncRequirements | Marathon>()
     // the callback subscription, once made, is checked again after every pass

@@ -4,7 +4,7 @@ import { Consul, makeConsulMemory } from "../../src/services/Consul.js"
 import { ConsulStore } from "../../src/services/ConsulStore.js"
 import { Marathon, makeMarathonMemory } from "../../src/services/Marathon.js"
 import { MarathonStore } from "../../src/services/MarathonStore.js"
-import { daemonObservability, makeResyncs, periodicSync, runDaemon, serveLayer } from "../../src/programs/Daemon.js"
+import { daemonObservability, makeResyncs, periodicSync, runDaemon } from "../../src/programs/Daemon.js"
 import { runEventSource, subscribeForever } from "../../src/programs/EventSource.js"
 import type { EventSourceHooks } from "../../src/programs/EventSource.js"
 import { Readiness } from "../../src/programs/Operations.js"
@@ -198,7 +198,7 @@ describe("the callback subscription, checked on every pass", () => {
       const daemonSettings = settings({ events: "callback", syncInterval: 30, host: "127.0.0.1", port: 0 })
       const context = yield* Layer.build(layer)
       const readiness = Context.get(context, Readiness)
-      yield* Effect.forkScoped(runDaemon(daemonSettings).pipe(Effect.provide(serveLayer(daemonSettings)), Effect.provide(context)))
+      yield* Effect.forkScoped(runDaemon(daemonSettings).pipe(Effect.provide(context)))
       const callback = "http://127.0.0.1:0/events?registration=consular"
       yield* TestClock.adjust("1 millis")
       expect(marathon.subscriptions).toEqual([callback])

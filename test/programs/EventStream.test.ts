@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Stream } from "effect"
 import { Context, Layer } from "effect"
-import { daemonLayer, runDaemon } from "../../src/programs/Daemon.js"
+import { daemonObservability, runDaemon } from "../../src/programs/Daemon.js"
 import type { DaemonSettings } from "../../src/programs/Daemon.js"
 import { Marathon, streamOpened } from "../../src/services/Marathon.js"
 import type { CallbackSupport } from "../../src/services/MarathonStore.js"
@@ -18,7 +18,7 @@ import { eventually, freePort } from "../support/Process.js"
 const startDaemon = (dc: Datacenter, overrides: Partial<DaemonSettings>) =>
   Effect.gen(function*() {
     const settings = daemonSettings(dc, { port: yield* freePort(), ...overrides })
-    return yield* Effect.forkScoped(runDaemon(settings).pipe(Effect.provide(daemonLayer(settings)), Effect.provide(dc.services)))
+    return yield* Effect.forkScoped(runDaemon(settings).pipe(Effect.provide(daemonObservability(settings)), Effect.provide(dc.services)))
   })
 
 describe("the event stream against the strict embedded Marathon", () => {
