@@ -166,7 +166,7 @@ const purge = switchFlag({
 })
 const fallback = switchFlag({
   name: "fallback", negation: "no-fallback", group: "sync", applies: "all", default: "off",
-  description: "register on the main agent when the task host's agent cannot be reached"
+  description: "register on the main agent when the task host's agent cannot be reached or is no known agent"
 })
 const fallbackTimeout = durationFlag({
   name: "fallback-timeout", group: "sync", applies: "all", default: "2",
@@ -577,7 +577,7 @@ const loggerLive = (o: Flags, oneShot: boolean) =>
 // Loaded when their command runs: a one-shot sync does not parse the HTTP server, the metrics or the embedded
 // Consul and Marathon (the bundle is split at these imports).
 const loadDaemon = Effect.promise(() => import("./programs/Daemon.js"))
-const loadDemo = Effect.promise(() => import("./programs/Demo.js"))
+const loadDemo = Effect.promise(() => import("./Demo.js"))
 
 /**
  * Runs a command's program with every layer it needs. The logger is built first and torn down last, so that a

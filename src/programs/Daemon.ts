@@ -98,6 +98,7 @@ export const appFor = (settings: DaemonSettings, handler: EventHandler, operatio
 
 /** Every event, from callbacks or the stream, counted and timed. */
 const measuredHandler = (handler: EventHandler) =>
+  // a captured Context, not a layer: the router and the event source take a handler without requirements
   Effect.map(Effect.context<Metrics>(), (context): EventHandler => ({
     ...handler,
     handle: (decoded) => observeEvent(decoded, handler.handle(decoded)).pipe(Effect.provide(context))
@@ -111,14 +112,17 @@ const readinessSettings = (settings: DaemonSettings) => ({
   election: settings.leaderElection !== undefined
 })
 
-/** The app as the daemon serves it, with its own metrics and readiness, its passes run in the scope: for tests. */
-export const daemonApp = (settings: DaemonSettings) =>
+/**
+ * The daemon's event handler and the HTTP app that serves it, over a queue of passes whose worker runs in the
+ * caller's scope: `runDaemon`'s app without its listener, election and event source (tests serve it).
+ */
+export const makeDaemonApp = (settings: DaemonSettings) =>
   Effect.gen(function*() {
     const handler = yield* measuredHandler(yield* makeEventHandler(settings))
     const passes = yield* makePasses(settings, undefined, Effect.void)
     yield* Effect.forkScoped(passes.worker)
-    return appFor(settings, handler, yield* operationsApp, passes)
-  }).pipe(Effect.provide(Layer.merge(MetricsLive, ReadinessLive(readinessSettings(settings)))))
+    return { handler, app: appFor(settings, handler, yield* operationsApp, passes) }
+  })
 
 /**
  * Every full pass of the daemon, whoever asks for it (the schedule, the event source, POST /sync), through one
@@ -127,6 +131,7 @@ export const daemonApp = (settings: DaemonSettings) =>
  */
 const makePasses = <R>(settings: DaemonSettings, election: Election | undefined, afterPass: Effect.Effect<void, never, R>) =>
   Effect.gen(function*() {
+    // a captured Context, not a layer: the passes are handed to the queue's worker without requirements
     const context = yield* Effect.context<SyncRequirements | R>()
     const exclusive = yield* Effect.makeSemaphore(1)
     const pass = (readingMarathon: Effect.Effect<void>) =>
@@ -200,6 +205,8 @@ export const runDaemon = (settings: DaemonSettings) =>
     // the schedule, a stream reconnect and POST /sync all ask the one queue of passes
     const passes = yield* makePasses(settings, election, recheck)
     const pass = Effect.ignore(passes.sync)
+    // The one layer a program builds itself: the listener is bound only here, once the app is ready, because a
+    // Node server bound earlier (provided from outside) accepts requests that nothing ever answers until `serve`.
     const server = HttpServer.serve(appFor(settings, handler, yield* operationsApp, passes, election)).pipe(
       HttpServer.withLogAddress,
       Layer.provide(serveLayer(settings)),

@@ -238,7 +238,7 @@ export const makeKvWriter: Effect.Effect<WriteKv, never, Consul> = Effect.map(Co
               if (refused.length === 0) return Effect.forEach(operations, one, { discard: true })
               const refusedAt = new Set(refused.map((operation) => operation.index))
               return Effect.sync(() => {
-                for (const operation of refused) written.failures.push({ scope: "kv", message: describeRefusedOperation(operation) })
+                for (const operation of refused) written.failures.push({ scope: "kv", subject: `key ${operation.key}`, message: describeRefusedOperation(operation) })
               }).pipe(Effect.zipRight(batch(operations.filter((_, index) => !refusedAt.has(index)))))
             })
           ))

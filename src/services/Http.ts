@@ -3,7 +3,7 @@ import type { HttpClientError, HttpClientResponse } from "@effect/platform"
 import { Cause, Duration, Effect, ParseResult, Schedule } from "effect"
 import type { Scope, Stream } from "effect"
 import { NotFound } from "../domain/Errors.js"
-import type { Reason } from "../domain/Errors.js"
+import type { Reason, UpstreamError } from "../domain/Errors.js"
 import { BufferedResponse, isIdempotent, makeTransport, statusFailure } from "./HttpTransport.js"
 import type { TlsSettings } from "./HttpTransport.js"
 
@@ -77,6 +77,11 @@ export const isNeverSent = (failure: HttpFailure): boolean => {
   const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : undefined
   return code !== undefined && notConnected.has(code)
 }
+
+/** The same rule for a failure already read into an upstream error (what the in-memory layers fail with). */
+export const isTransientError = (error: UpstreamError): boolean =>
+  error.reason === "Transport" || error.reason === "Timeout" ||
+  (error.reason === "Status" && error.status !== undefined && isTransientStatus(error.status))
 
 /** Refused, reset or silent: the agent is not there (as opposed to an agent that answered an error). */
 export const isUnreachableFailure = (failure: HttpFailure): boolean =>

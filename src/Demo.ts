@@ -3,29 +3,29 @@ import type { HttpServerError } from "@effect/platform"
 import { Cause, Clock, Console, Context, Duration, Effect, Either, Exit, Fiber, Layer, LogLevel, Option, Schema } from "effect"
 import type { Scope } from "effect"
 import * as Net from "node:net"
-import type { AgentService } from "../domain/ConsulApi.js"
-import { planSize } from "../domain/Diff.js"
-import { AppId, Host, TaskId } from "../domain/MarathonApi.js"
-import { appIdTag, appName, callbackUrl, encodeLabelValue, labelKey, regIdTag, registration } from "../domain/Naming.js"
-import { serveConsul } from "../embedded/ConsulServer.js"
-import { serveMarathon } from "../embedded/MarathonServer.js"
-import { Consul, ConsulLive } from "../services/Consul.js"
-import { ConsulStore } from "../services/ConsulStore.js"
-import * as Http from "../services/Http.js"
-import { LoggerLive } from "../services/Logger.js"
-import { MarathonLive } from "../services/Marathon.js"
-import type { Marathon } from "../services/Marathon.js"
-import { MarathonStore } from "../services/MarathonStore.js"
-import type { MarathonEvent } from "../services/MarathonStore.js"
-import { daemonObservability, runDaemon } from "./Daemon.js"
-import type { DaemonSettings } from "./Daemon.js"
-import { LedgerLive } from "./Ledger.js"
-import type { Ledger } from "./Ledger.js"
-import { summaryLines, syncOnce } from "./Sync.js"
-import type { SyncSettings } from "./Sync.js"
-import { TopologyLive } from "./Topology.js"
-import { HostResolver, HostResolverLive } from "../services/HostResolver.js"
-import type { Topology } from "./Topology.js"
+import type { AgentService } from "./domain/ConsulApi.js"
+import { planSize } from "./domain/Diff.js"
+import { AppId, Host, TaskId } from "./domain/MarathonApi.js"
+import { appIdTag, appName, callbackUrl, encodeLabelValue, labelKey, regIdTag, registration } from "./domain/Naming.js"
+import { serveConsul } from "./embedded/ConsulServer.js"
+import { serveMarathon } from "./embedded/MarathonServer.js"
+import { Consul, ConsulLive } from "./services/Consul.js"
+import { ConsulStore } from "./services/ConsulStore.js"
+import * as Http from "./services/Http.js"
+import { LoggerLive } from "./services/Logger.js"
+import { MarathonLive } from "./services/Marathon.js"
+import type { Marathon } from "./services/Marathon.js"
+import { MarathonStore } from "./services/MarathonStore.js"
+import type { MarathonEvent } from "./services/MarathonStore.js"
+import { daemonObservability, runDaemon } from "./programs/Daemon.js"
+import type { DaemonSettings } from "./programs/Daemon.js"
+import { LedgerLive } from "./programs/Ledger.js"
+import type { Ledger } from "./programs/Ledger.js"
+import { summaryLines, syncOnce } from "./programs/Sync.js"
+import type { SyncSettings } from "./programs/Sync.js"
+import { TopologyLive } from "./programs/Topology.js"
+import { HostResolver, HostResolverLive } from "./services/HostResolver.js"
+import type { Topology } from "./programs/Topology.js"
 
 /**
  * `consular demo`: what a newcomer runs on a machine with no Consul and no Marathon. An embedded Marathon and an
@@ -33,7 +33,8 @@ import type { Topology } from "./Topology.js"
  * sync through the live HTTP clients and prints the layout it produced; part 2 runs the real daemon, which
  * subscribes its callback with the Marathon, and plays a story through the events that Marathon POSTs to it.
  * After each step Consul is read back over HTTP until it matches Marathon (bounded by a deadline) and printed.
- * Everything the demo builds (stores, servers, clients) lives and dies inside it.
+ * Everything the demo builds (stores, servers, clients) lives and dies inside it. It assembles its own layers,
+ * as main.ts does for the other commands, so it lives beside main.ts rather than among the programs.
  */
 
 /** A step of the demo that did not come out right: what the step was and what Consul got wrong. */
