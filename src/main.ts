@@ -166,7 +166,7 @@ const purge = switchFlag({
 })
 const fallback = switchFlag({
   name: "fallback", negation: "no-fallback", group: "sync", applies: "all", default: "off",
-  description: "register on the main agent when the task host's agent cannot be reached"
+  description: "register on the main agent when the task host's agent cannot be reached or is no known agent"
 })
 const fallbackTimeout = durationFlag({
   name: "fallback-timeout", group: "sync", applies: "all", default: "2",
@@ -176,6 +176,13 @@ const servicePerPort = switchFlag({
   name: "service-per-port", group: "sync", applies: "all", default: "off",
   description: "one service per port of a task (<task id>:<port name or index>), not only the lowest port's"
 })
+const maxPurge = valueFlag({
+  name: "max-purge", group: "sync", applies: "all", value: "N|none", default: "none",
+  description: "skip a pass's whole purge when it would deregister more than N services or delete more than N keys; none: no limit"
+}, (raw): Option.Option<number> | undefined => {
+  if (raw === "none") return Option.none()
+  return /^\d+$/.test(raw) && Number.isSafeInteger(Number(raw)) ? Option.some(Number(raw)) : undefined
+}, "must be a non-negative integer, or none (no limit)")
 const dryRun = switchFlag({ name: "dry-run", group: "sync", applies: "sync", default: "off", description: "print the plan (each registration with its address and port), write nothing" })
 
 // security
@@ -281,7 +288,7 @@ const builtInFlags: ReadonlyArray<FlagDoc> = [
 ]
 
 const flags = {
-  consul, marathon, timeout, registrationId, purge, fallback, fallbackTimeout, servicePerPort, dryRun,
+  consul, marathon, timeout, registrationId, purge, fallback, fallbackTimeout, servicePerPort, maxPurge, dryRun,
   consulToken, consulTokenFile, consulCaFile, consulCertFile, consulKeyFile, consulSkipVerify,
   marathonCaFile, marathonCertFile, marathonKeyFile, marathonSkipVerify, marathonUser, marathonPasswordFile, marathonTokenFile,
   eventsSecretFile, scheme, host, port, syncInterval, events, maxEventBytes, leaderElection, leaderKey, sessionTtl,
@@ -405,7 +412,8 @@ const exitStatusLines = [
   "Exit status of consular sync:",
   "  0  everything planned landed",
   "  2  not everything did: a write failed (each failed task id or key is listed on stderr; the rest landed),",
-  "     an agent or an app could not be read, or a name clash or an unknown host skipped something",
+  "     an agent or an app could not be read, a name clash or an unknown host skipped something, or a purge",
+  "     over --max-purge was skipped",
   "  1  nothing was synced: Marathon could not be read, no Consul read succeeded, or a usage error"
 ]
 
@@ -506,7 +514,8 @@ const syncSettings = (o: Flags) => ({
   fallback: o.fallback,
   fallbackTimeout: o.fallbackTimeout,
   consulUrl: o.consul,
-  servicePerPort: o.servicePerPort
+  servicePerPort: o.servicePerPort,
+  maxPurge: Option.getOrUndefined(o.maxPurge)
 })
 
 const daemonSettings = (o: Flags): DaemonSettings => ({
@@ -573,7 +582,7 @@ const loggerLive = (o: Flags, oneShot: boolean) =>
 // Loaded when their command runs: a one-shot sync does not parse the HTTP server, the metrics or the embedded
 // Consul and Marathon (the bundle is split at these imports).
 const loadDaemon = Effect.promise(() => import("./programs/Daemon.js"))
-const loadDemo = Effect.promise(() => import("./programs/Demo.js"))
+const loadDemo = Effect.promise(() => import("./Demo.js"))
 
 /**
  * Runs a command's program with every layer it needs. The logger is built first and torn down last, so that a

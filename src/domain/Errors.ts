@@ -106,3 +106,13 @@ export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()("Payl
     return `request body larger than ${this.limit} bytes`
   }
 }
+
+/** Asked of an instance that does not lead (`--leader-election`): answered 503 naming the leader, if known. */
+export class NotLeading extends Schema.TaggedError<NotLeading>()("NotLeading", {
+  /** "host:port" of the leader; null while none is known */
+  leader: Schema.NullOr(Schema.String)
+}) {
+  override get message() {
+    return `not the leader${this.leader === null ? "" : `: ${this.leader} leads`}`
+  }
+}

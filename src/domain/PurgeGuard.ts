@@ -21,17 +21,18 @@ export interface GuardedPlan {
   readonly refused: PurgeRefusal | undefined
 }
 
-const keysBelow = (kv: ReadonlyMap<string, string> | undefined, prefix: string): number => {
-  if (kv === undefined) return 0
-  let n = 0
-  for (const key of kv.keys()) if (key.startsWith(prefix)) n++
-  return n
+/** The keys below any of `prefixes` (the trees a purge deletes), in the KV as read. */
+export const keysUnder = (kv: ReadonlyMap<string, string> | undefined, prefixes: ReadonlyArray<string>): ReadonlyArray<string> => {
+  if (kv === undefined || prefixes.length === 0) return []
+  const keys: Array<string> = []
+  for (const key of kv.keys()) if (prefixes.some((prefix) => key.startsWith(prefix))) keys.push(key)
+  return keys.sort()
 }
 
 export const guardPurge = (plan: Plan, actual: Actual, limit: number | undefined): GuardedPlan => {
   if (limit === undefined) return { plan, refused: undefined }
   const dead = plan.deregister.filter((entry) => entry.why === "dead")
-  const keys = plan.kvDeleteTree.reduce((sum, prefix) => sum + keysBelow(actual.kv, prefix), 0)
+  const keys = keysUnder(actual.kv, plan.kvDeleteTree).length
   if (dead.length <= limit && keys <= limit) return { plan, refused: undefined }
   const apps = new Set<string>()
   for (const { agent, serviceId } of dead) {

@@ -1,11 +1,14 @@
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { timingSafeEqual } from "node:crypto"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import { Deferred, Duration, Effect, Layer, Option, Queue, Ref, Schedule } from "effect"
+import { Duration, Effect, Layer, Option, Ref, Schedule } from "effect"
 import type { Context } from "effect"
 import { createServer } from "node:http"
 import { eventRoutes, makeEventHandler } from "./Events.js"
 import { jsonAnswer } from "./JsonAnswer.js"
+import { controlRoutes, makePassQueue } from "./Control.js"
+import type { Control } from "./Control.js"
+import { NotLeading } from "../domain/Errors.js"
 import type { EventHandler } from "./Events.js"
 import type { EventSettings } from "./Events.js"
 import { syncOnce } from "./Sync.js"
@@ -32,14 +35,16 @@ export interface DaemonSettings extends EventSettings, SyncSettings, EventSource
   readonly leaderElection?: LeaderElectionOptions | undefined
 }
 
-/** One pass, measured, whose failure is logged, not raised: the loops that run it must go on. */
-const loggedPass = (settings: DaemonSettings) =>
-  syncOnce(settings).pipe(
+/** One pass, measured, its failure logged (once, whoever waits for it). */
+const observedPass = (settings: DaemonSettings, readingMarathon?: Effect.Effect<void>) =>
+  syncOnce({ ...settings, readingMarathon }).pipe(
     observeSync,
-    Effect.asVoid,
-    Effect.catchAll((error) => Effect.logError("sync failed").pipe(Effect.annotateLogs({ error: error.message }))),
+    Effect.tapError((error) => Effect.logError("sync failed").pipe(Effect.annotateLogs({ error: error.message }))),
     Effect.annotateLogs("job", "sync")
   )
+
+/** One pass, measured, whose failure is logged, not raised: the loops that run it must go on. */
+const loggedPass = (settings: DaemonSettings) => Effect.ignore(observedPass(settings))
 
 /** Runs `pass` now and every `syncInterval` seconds; a failed pass is logged and the next still runs. */
 export const periodicSync = (settings: DaemonSettings, pass: Effect.Effect<void, never, SyncRequirements> = loggedPass(settings)) =>
@@ -56,22 +61,36 @@ const sameSecret = (given: string, expected: string): boolean => {
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
-/** With --events-secret-file, POST /events must carry `secret=<s>` (Marathon sends the callback URL as given). */
+/** the routes that act on Consul or read the plan: with --events-secret-file, only with the secret */
+const securedPaths: ReadonlySet<string> = new Set(["/events", "/sync", "/diff"])
+
+const bearer = (authorization: string | undefined): string | undefined => {
+  const match = authorization === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(authorization)
+  return match === null ? undefined : match[1]
+}
+
+/**
+ * With --events-secret-file, POST /events, POST /sync and GET /diff must carry the secret, as `?secret=<s>`
+ * (Marathon sends the callback URL as given) or `Authorization: Bearer <s>`; checked before anything else.
+ */
 const requireSecret = (secret: string | undefined) => <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
   secret === undefined ? app : Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const url = new URL(request.url, "http://consular.invalid")
-    if (url.pathname === "/events" && !sameSecret(url.searchParams.get("secret") ?? "", secret)) {
-      yield* Effect.logWarning("event refused: missing or wrong secret")
+    if (!securedPaths.has(url.pathname)) return yield* app
+    const given = [url.searchParams.get("secret") ?? undefined, bearer(request.headers["authorization"])]
+    if (!given.some((candidate) => candidate !== undefined && sameSecret(candidate, secret))) {
+      yield* Effect.logWarning("request refused: missing or wrong secret").pipe(Effect.annotateLogs({ path: url.pathname }))
       return unauthorized
     }
     return yield* app
   })
 
-/** The daemon's HTTP app: events, `GET /`, /health, /ready, /metrics, JSON 404s for the rest. */
-export const appFor = (settings: DaemonSettings, handler: EventHandler, operations: HttpRouter.HttpRouter, election?: Election) =>
+/** The daemon's HTTP app: events, `GET /`, /health, /ready, /metrics, /sync, /diff, JSON 404s for the rest. */
+export const appFor = (settings: DaemonSettings, handler: EventHandler, operations: HttpRouter.HttpRouter, control: Control, election?: Election) =>
   eventRoutes(handler, settings).pipe(
     HttpRouter.concat(operations),
+    HttpRouter.concat(controlRoutes(control)),
     HttpRouter.all("*", Effect.succeed(notFound)),
     refuseEventsUnlessLeading(election),
     requireSecret(settings.eventsSecret)
@@ -79,6 +98,7 @@ export const appFor = (settings: DaemonSettings, handler: EventHandler, operatio
 
 /** Every event, from callbacks or the stream, counted and timed. */
 const measuredHandler = (handler: EventHandler) =>
+  // a captured Context, not a layer: the router and the event source take a handler without requirements
   Effect.map(Effect.context<Metrics>(), (context): EventHandler => ({
     ...handler,
     handle: (decoded) => observeEvent(decoded, handler.handle(decoded)).pipe(Effect.provide(context))
@@ -92,12 +112,43 @@ const readinessSettings = (settings: DaemonSettings) => ({
   election: settings.leaderElection !== undefined
 })
 
-/** The app as the daemon serves it, with its own metrics and readiness: for tests. */
-export const daemonApp = (settings: DaemonSettings) =>
+/**
+ * The daemon's event handler and the HTTP app that serves it, over a queue of passes whose worker runs in the
+ * caller's scope: `runDaemon`'s app without its listener, election and event source (tests serve it).
+ */
+export const makeDaemonApp = (settings: DaemonSettings) =>
   Effect.gen(function*() {
     const handler = yield* measuredHandler(yield* makeEventHandler(settings))
-    return appFor(settings, handler, yield* operationsApp)
-  }).pipe(Effect.provide(Layer.merge(MetricsLive, ReadinessLive(readinessSettings(settings)))))
+    const passes = yield* makePasses(settings, undefined, Effect.void)
+    yield* Effect.forkScoped(passes.worker)
+    return { handler, app: appFor(settings, handler, yield* operationsApp, passes) }
+  })
+
+/**
+ * Every full pass of the daemon, whoever asks for it (the schedule, the event source, POST /sync), through one
+ * queue (`makePassQueue`: a request joins the pass that has not read Marathon yet), and the dry runs of GET /diff.
+ * Passes never overlap, nor does a dry run with a pass: the ledger follows one pass at a time.
+ */
+const makePasses = <R>(settings: DaemonSettings, election: Election | undefined, afterPass: Effect.Effect<void, never, R>) =>
+  Effect.gen(function*() {
+    // a captured Context, not a layer: the passes are handed to the queue's worker without requirements
+    const context = yield* Effect.context<SyncRequirements | R>()
+    const exclusive = yield* Effect.makeSemaphore(1)
+    const pass = (readingMarathon: Effect.Effect<void>) =>
+      exclusive.withPermits(1)(Effect.gen(function*() {
+        // a leader confirms it still holds the lock before each pass
+        if (election !== undefined && !(yield* election.confirm)) {
+          yield* Effect.logWarning("sync skipped: not the leader")
+          return yield* new NotLeading({ leader: yield* election.leaderAt })
+        }
+        const result = yield* Effect.either(observedPass(settings, readingMarathon))
+        yield* afterPass
+        return yield* result
+      })).pipe(Effect.provide(context))
+    const queue = yield* makePassQueue(pass)
+    const diff = exclusive.withPermits(1)(syncOnce({ ...settings, dryRun: true })).pipe(Effect.provide(context))
+    return { worker: queue.worker, sync: queue.request, diff } satisfies Control & { readonly worker: Effect.Effect<never> }
+  })
 
 /** The metrics and readiness of one daemon. */
 export const daemonObservability = (settings: DaemonSettings) => Layer.merge(MetricsLive, ReadinessLive(readinessSettings(settings)))
@@ -120,46 +171,12 @@ export const nodeServer = () => {
 export const serveLayer = (settings: Pick<DaemonSettings, "host" | "port">) =>
   NodeHttpServer.layer(nodeServer, { host: settings.host, port: settings.port })
 
-/**
- * Full passes asked for by the event source, run one after the other by `worker` (a fiber of the daemon's, so
- * they end with it). Requests are merged: while a pass runs at most one more waits, and every request made
- * before that one starts is served by it. `request` waits for the pass that serves it.
- */
-export const makeResyncs = (pass: Effect.Effect<void>) =>
-  Effect.gen(function*() {
-    const pending = yield* Ref.make(Option.none<Deferred.Deferred<void>>())
-    const wake = yield* Queue.sliding<void>(1)
-    const request = Effect.gen(function*() {
-      const fresh = yield* Deferred.make<void>()
-      const waiting = yield* Ref.modify(pending, (current) =>
-        Option.isSome(current) ? [current.value, current] : [fresh, Option.some(fresh)])
-      yield* Queue.offer(wake, undefined)
-      yield* Deferred.await(waiting)
-    })
-    const worker: Effect.Effect<never> = Queue.take(wake).pipe(
-      Effect.zipRight(Ref.getAndSet(pending, Option.none())),
-      Effect.flatMap(Option.match({
-        onNone: () => Effect.void,
-        onSome: (served) => pass.pipe(Effect.ensuring(Deferred.succeed(served, undefined)))
-      })),
-      Effect.forever
-    )
-    return { request, worker }
-  })
-
 export const runDaemon = (settings: DaemonSettings) =>
   Effect.gen(function*() {
     const election = settings.leaderElection === undefined ? undefined : yield* electionFor(settings, settings.leaderElection)
     const handler = yield* measuredHandler(yield* makeEventHandler(settings))
-    const app = appFor(settings, handler, yield* operationsApp, election)
     const metrics = yield* Metrics
     const readiness = yield* Readiness
-    const server = HttpServer.serve(app).pipe(
-      HttpServer.withLogAddress,
-      Layer.provide(serveLayer(settings)),
-      Layer.launch
-    )
-    const context = yield* Effect.context<SyncRequirements | Marathon>()
     // the callback subscription, once made, is checked again after every pass
     const callback = yield* Ref.make<"none" | "up" | "down">("none")
     const hooks: EventSourceHooks = {
@@ -167,7 +184,7 @@ export const runDaemon = (settings: DaemonSettings) =>
       handler: election === undefined
         ? handler
         : { ...handler, handle: (decoded) => Effect.flatMap(election.leading, (leading) => leading ? handler.handle(decoded) : Effect.succeed("skipped" as const)) },
-      resync: Effect.suspend(() => resyncs.request),
+      resync: Effect.suspend(() => Effect.ignore(passes.sync)),
       connected: (source) =>
         Effect.all([
           Effect.logInfo("event source connected").pipe(Effect.annotateLogs({ source })),
@@ -185,17 +202,18 @@ export const runDaemon = (settings: DaemonSettings) =>
     }
     const recheck = Effect.flatMap(Ref.get(callback), (state) =>
       state === "none" ? Effect.void : Effect.asVoid(recheckSubscription(settings, hooks, state === "up")))
-    // passes never overlap, whether the schedule or a stream reconnect asks for one
-    const passes = yield* Effect.makeSemaphore(1)
-    const loggedOnce = passes.withPermits(1)(Effect.zipRight(loggedPass(settings), recheck))
-    // a leader confirms it still holds the lock before each pass
-    const pass = (election === undefined
-      ? loggedOnce
-      : Effect.flatMap(election.confirm, (confirmed) => confirmed ? loggedOnce : Effect.logWarning("sync skipped: not the leader"))
-    ).pipe(Effect.provide(context))
-    const resyncs = yield* makeResyncs(pass)
+    // the schedule, a stream reconnect and POST /sync all ask the one queue of passes
+    const passes = yield* makePasses(settings, election, recheck)
+    const pass = Effect.ignore(passes.sync)
+    // The one layer a program builds itself: the listener is bound only here, once the app is ready, because a
+    // Node server bound earlier (provided from outside) accepts requests that nothing ever answers until `serve`.
+    const server = HttpServer.serve(appFor(settings, handler, yield* operationsApp, passes, election)).pipe(
+      HttpServer.withLogAddress,
+      Layer.provide(serveLayer(settings)),
+      Layer.launch
+    )
     const work = Effect.all([
-      resyncs.worker,
+      passes.worker,
       runEventSource(settings, hooks),
       settings.syncInterval > 0 ? periodicSync(settings, pass) : election === undefined ? Effect.void : pass
     ], { concurrency: "unbounded", discard: true })

@@ -5,6 +5,7 @@ import { Leadership } from "../services/Leadership.js"
 import type { LockState } from "../services/Leadership.js"
 import { Metrics } from "../services/Metrics.js"
 import { retryForever } from "./EventSource.js"
+import { jsonAnswer } from "./JsonAnswer.js"
 import { Readiness } from "./Operations.js"
 
 /**
@@ -261,20 +262,28 @@ export const makeElection = (settings: ElectionSettings) =>
     return { leading, leaderAt: Ref.get(leaderAt), confirm, run } satisfies Election
   })
 
+/** The routes only the leader serves, with what a follower says about each. */
+const leaderRoutes: ReadonlyArray<{ readonly method: string; readonly path: string; readonly detail: string }> = [
+  { method: "POST", path: "/events", detail: "this instance stands by; the leader applies Marathon's events" },
+  { method: "POST", path: "/sync", detail: "this instance stands by; only the leader syncs: ask the leader" },
+  { method: "GET", path: "/diff", detail: "this instance stands by; only the leader plans passes: ask the leader" }
+]
+
 /**
- * `POST /events` on an instance that does not lead: 503 naming the leader, nothing read or written (Marathon
- * may still call a follower whose subscription a killed leader left behind). Other routes pass.
+ * `POST /events`, `POST /sync` and `GET /diff` on an instance that does not lead: 503 naming the leader, nothing
+ * read or written (Marathon may still call a follower whose subscription a killed leader left behind). Other
+ * routes pass.
  */
 export const refuseEventsUnlessLeading = (election: Pick<Election, "leading" | "leaderAt"> | undefined) =>
   <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
     election === undefined ? app : Effect.gen(function*() {
       const request = yield* HttpServerRequest.HttpServerRequest
-      if (request.method !== "POST" || new URL(request.url, "http://consular.invalid").pathname !== "/events" || (yield* election.leading)) {
-        return yield* app
-      }
-      const leader = yield* election.leaderAt
-      return HttpServerResponse.unsafeJson(
-        { error: "not the leader", detail: "this instance stands by; the leader applies Marathon's events", leader },
-        { status: 503, headers: { "retry-after": "1" } }
-      )
+      const path = new URL(request.url, "http://consular.invalid").pathname
+      const route = leaderRoutes.find((candidate) => candidate.method === request.method && candidate.path === path)
+      if (route === undefined || (yield* election.leading)) return yield* app
+      return notTheLeader(yield* election.leaderAt, route.detail)
     })
+
+/** 503 naming the leader ("host:port", null while none is known). */
+export const notTheLeader = (leader: string | null, detail: string): HttpServerResponse.HttpServerResponse =>
+  jsonAnswer({ error: "not the leader", detail, leader }, 503, { "retry-after": "1" })

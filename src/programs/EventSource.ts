@@ -35,7 +35,7 @@ export interface EventSourceHooks {
   readonly disconnected: (source: EventSourceKind, reason: string) => Effect.Effect<void>
   /**
    * Asks for a full pass and waits for the pass that covers the request: requests are merged, at most one waits
-   * behind the pass that runs, and the passes run in the daemon's own fiber (see `makeResyncs` in Daemon.ts).
+   * behind the pass that runs, and the passes run in the daemon's own fiber (see `makePassQueue` in Control.ts).
    */
   readonly resync: Effect.Effect<void>
   /** every event taken from the stream goes through the same handler as callbacks */

@@ -10,6 +10,8 @@ import { isRunning } from "../domain/MarathonApi.js"
 import type { PodListing, RejectedApp } from "../domain/MarathonApi.js"
 import { appName, isOwnedBy, kvRoot, parseLabelKey, taskIdOfService } from "../domain/Naming.js"
 import { podServices } from "../domain/Pods.js"
+import { guardPurge, keysUnder } from "../domain/PurgeGuard.js"
+import type { PurgeRefusal } from "../domain/PurgeGuard.js"
 import { appRunSpec } from "../domain/RunSpec.js"
 import type { RunSpec } from "../domain/RunSpec.js"
 import { Consul } from "../services/Consul.js"
@@ -35,6 +37,10 @@ export interface SyncSettings {
   readonly concurrency?: number | undefined
   /** one service per port of a task, not only the lowest port's */
   readonly servicePerPort?: boolean | undefined
+  /** `--max-purge N`: a purge over N services or N keys is skipped whole; undefined: no limit */
+  readonly maxPurge?: number | undefined
+  /** run as the pass begins reading Marathon: what changed in Marathon before then is in this pass (POST /sync) */
+  readonly readingMarathon?: Effect.Effect<void> | undefined
 }
 
 export interface SyncFailure {
@@ -68,6 +74,10 @@ export interface SyncReport {
   /** running tasks not registered because their host is no known Consul agent (no request went to it) */
   readonly skipped: ReadonlyArray<SkippedTask>
   readonly failures: ReadonlyArray<SyncFailure>
+  /** `--max-purge`: the purge this pass skipped because it was over the limit */
+  readonly purgeRefused: PurgeRefusal | undefined
+  /** the keys below `plan.kvDeleteTree`, as read: what deleting those trees removes */
+  readonly treeKeys: ReadonlyArray<string>
   /** KV was read and at least one agent answered */
   readonly consulReached: boolean
   readonly outcome: SyncOutcome
@@ -252,7 +262,7 @@ export const makeKvWriter: Effect.Effect<WriteKv, never, Consul> = Effect.map(Co
               if (refused.length === 0) return Effect.forEach(operations, one, { discard: true })
               const refusedAt = new Set(refused.map((operation) => operation.index))
               return Effect.sync(() => {
-                for (const operation of refused) written.failures.push({ scope: "kv", message: describeRefusedOperation(operation) })
+                for (const operation of refused) written.failures.push({ scope: "kv", subject: `key ${operation.key}`, message: describeRefusedOperation(operation) })
               }).pipe(Effect.zipRight(batch(operations.filter((_, index) => !refusedAt.has(index)))))
             })
           ))
@@ -334,6 +344,7 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
   const mark = yield* ledger.beginPass
   const startedAt = yield* Clock.now
   return yield* Effect.gen(function*() {
+    if (settings.readingMarathon !== undefined) yield* settings.readingMarathon
     const [{ apps, rejected }, podsRead] = yield* Effect.all([readMarathon(concurrency), readPods], { concurrency: 2 })
     const podListing = podsRead._tag === "Read" ? podsRead.listing : { pods: [], rejected: [] }
     const pods = podListing.pods.map(podServices)
@@ -374,7 +385,16 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       fallback: settings.fallback,
       directory
     })
-    const plan = withoutNewerEvents(computed, yield* ledger.since(mark))
+    // --max-purge (issue 14): a purge over the limit loses all its deletions; registrations and labels still land
+    const { plan, refused: purgeRefused } = guardPurge(withoutNewerEvents(computed, yield* ledger.since(mark)), actual, settings.maxPurge)
+    if (purgeRefused !== undefined) {
+      yield* Effect.logWarning("purge refused: over --max-purge").pipe(Effect.annotateLogs({
+        services: purgeRefused.services,
+        keys: purgeRefused.keys,
+        limit: purgeRefused.limit,
+        apps: purgeRefused.apps.join(", ")
+      }))
+    }
     // with not one Consul read answered (Consul down, or a token it does not know) the plan is a guess: write nothing
     const consulRead = actual.kv !== undefined || catalogRead || [...actual.agents.values()].some((state) => state._tag === "Read")
     const writes = settings.dryRun !== true && consulRead
@@ -435,10 +455,12 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       clashes: desired.clashes,
       skipped: desired.skipped,
       failures: [...failures, ...applied.failures],
+      purgeRefused,
+      treeKeys: keysUnder(actual.kv, plan.kvDeleteTree),
       consulReached: actual.kv !== undefined && [...actual.agents.values()].some((state) => state._tag === "Read"),
       outcome: !consulRead
         ? "unread"
-        : failures.length + applied.failures.length + desired.clashes.length + desired.skipped.length === 0
+        : failures.length + applied.failures.length + desired.clashes.length + desired.skipped.length === 0 && purgeRefused === undefined
         ? "complete"
         : "incomplete"
     }
@@ -488,7 +510,8 @@ const outcomeLine = (report: SyncReport): string => {
       return `incomplete: ${[
         report.failures.length > 0 ? `${report.failures.length} failed` : [],
         report.clashes.length > 0 ? `${report.clashes.length} name clashes skipped` : [],
-        report.skipped.length > 0 ? `${report.skipped.length} skipped` : []
+        report.skipped.length > 0 ? `${report.skipped.length} skipped` : [],
+        report.purgeRefused !== undefined ? "purge refused (over --max-purge)" : []
       ].flat().join(", ")}; the rest landed`
     case "unread":
       return "not synced: no Consul read succeeded; nothing was written"
@@ -497,6 +520,7 @@ const outcomeLine = (report: SyncReport): string => {
 
 /** What did not land or was left out, one line each (`consular sync` prints them on stderr). */
 export const problemLines = (report: SyncReport): ReadonlyArray<string> => [
+  ...(report.purgeRefused === undefined ? [] : [purgeRefusedLine(report.purgeRefused)]),
   ...report.clashes.map((clash) => `name clash: ${clash.name} <- ${clash.ids.join(", ")} (skipped)`),
   ...report.skipped.slice(0, maxSkippedLines).map((task) => `skipped: task ${task.taskId} of ${task.appId}: host ${task.host} is no known Consul agent`),
   ...(report.skipped.length > maxSkippedLines ? [`skipped: ${report.skipped.length - maxSkippedLines} more tasks on hosts that are no known Consul agent`] : []),
@@ -508,6 +532,11 @@ const reachedAt = (registration: Registration): string => {
   const address = registration.Address.includes(":") ? `[${registration.Address}]` : registration.Address
   return registration.Port === undefined ? `${registration.Address} (no port)` : `${address}:${registration.Port}`
 }
+
+export const purgeRefusedLine = (refused: PurgeRefusal): string =>
+  `purge refused: it would deregister ${refused.services} services and delete ${refused.keys} keys (apps: ${
+    refused.apps.length === 0 ? "none named" : refused.apps.join(", ")
+  }), over --max-purge ${refused.limit}; nothing was purged`
 
 export const planLines = (plan: Plan): ReadonlyArray<string> => [
   ...plan.register.map((s) => `register ${s.registration.ID} (${s.registration.Name}) at ${reachedAt(s.registration)} on agent ${s.agent}`),

@@ -2,7 +2,7 @@ import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platfor
 import { Context, Duration, Effect, Either, Layer, Option, Schema } from "effect"
 import { AgentServices, CatalogNodes, KvEntries, KvKeys, Registration, TxnConflict, TxnOperations } from "../domain/ConsulApi.js"
 import type { AgentService, CatalogNode, TxnOpError, TxnOperation } from "../domain/ConsulApi.js"
-import { ConsulError, NotFound } from "../domain/Errors.js"
+import { ConsulError, isUnreachable, NotFound } from "../domain/Errors.js"
 import { agentUrl, kvPath } from "../domain/Naming.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
 import * as Http from "./Http.js"
@@ -333,7 +333,8 @@ export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySetti
         while: (error) =>
           error._tag === "Refused"
             ? Http.isTransientStatus(error.status) && options?.final?.(error) !== true
-            : (error.reason === "Transport" || error.reason === "Timeout") && options?.fallbackMode !== true
+            // a store's own status answers are Refused (above); a ConsulError here is a connection fault
+            : isUnreachable(error) && options?.fallbackMode !== true
       }),
       Effect.mapError((error) =>
         error._tag !== "Refused"

@@ -3,8 +3,8 @@ import type { HttpClientError, HttpClientResponse } from "@effect/platform"
 import { Cause, Duration, Effect, ParseResult, Schedule } from "effect"
 import type { Scope, Stream } from "effect"
 import { NotFound } from "../domain/Errors.js"
-import type { Reason } from "../domain/Errors.js"
-import { BufferedResponse, makeTransport, statusFailure } from "./HttpTransport.js"
+import type { Reason, UpstreamError } from "../domain/Errors.js"
+import { BufferedResponse, isIdempotent, makeTransport, statusFailure } from "./HttpTransport.js"
 import type { TlsSettings } from "./HttpTransport.js"
 
 export type { TlsSettings } from "./HttpTransport.js"
@@ -30,6 +30,8 @@ export interface HttpSettings {
   readonly debug?: boolean | undefined
   /** keep-alive connections per origin */
   readonly connections?: number | undefined
+  /** the largest answer read whole, in bytes (default 256 MiB, see `defaultMaxBodyBytes`) */
+  readonly maxBodyBytes?: number | undefined
 }
 
 export type HttpFailure = HttpClientError.HttpClientError | Cause.TimeoutException | ParseResult.ParseError
@@ -60,6 +62,26 @@ export const isTransient = (failure: HttpFailure): boolean => {
       return false
   }
 }
+
+/** The connection could not be opened (refused, no such host, no route): the request was not sent at all. */
+const notConnected = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH"])
+
+/**
+ * The request certainly never reached the server: it failed before it was sent (a URL or header Node refuses)
+ * or its connection could not be opened. A reset, a timeout or an answer may come after the server read it.
+ */
+export const isNeverSent = (failure: HttpFailure): boolean => {
+  if (failure._tag !== "RequestError") return false
+  if (failure.reason !== "Transport") return true
+  const cause = failure.cause
+  const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : undefined
+  return code !== undefined && notConnected.has(code)
+}
+
+/** The same rule for a failure already read into an upstream error (what the in-memory layers fail with). */
+export const isTransientError = (error: UpstreamError): boolean =>
+  error.reason === "Transport" || error.reason === "Timeout" ||
+  (error.reason === "Status" && error.status !== undefined && isTransientStatus(error.status))
 
 /** Refused, reset or silent: the agent is not there (as opposed to an agent that answered an error). */
 export const isUnreachableFailure = (failure: HttpFailure): boolean =>
@@ -139,14 +161,17 @@ export const describeFailure = (failure: HttpFailure): string => {
       const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : undefined
       const message = cause instanceof Error ? cause.message : failure.description ?? failure.reason
       const inner = cause instanceof Error && cause.cause instanceof Error ? `: ${cause.cause.message}` : ""
-      return `${failure.request.method} ${redactUrl(failure.request.url)}: ${code ?? message}${code ? "" : inner}`
+      const hint = code !== undefined && failure.description !== undefined ? ` (${failure.description})` : ""
+      return `${failure.request.method} ${redactUrl(failure.request.url)}: ${code ?? message}${code ? hint : inner}`
     }
     case "TimeoutException":
       return "no answer in time"
     case "ParseError":
       return `unexpected body: ${ParseResult.TreeFormatter.formatErrorSync(failure)}`
     case "ResponseError": {
-      if (failure.reason !== "StatusCode") return `${failure.request.method} ${redactUrl(failure.request.url)}: unreadable body`
+      if (failure.reason !== "StatusCode") {
+        return `${failure.request.method} ${redactUrl(failure.request.url)}: ${failure.description ?? "unreadable body"}`
+      }
       const words = upstreamWords(failure)
       return `${failure.request.method} ${redactUrl(failure.request.url)} answered ${failure.response.status}${
         words === undefined ? "" : `: ${JSON.stringify(words)}`
@@ -200,8 +225,9 @@ export interface SendOptions {
   /** an answer that is final whatever its status says (Consul's 500 `Unknown service`): never retried */
   readonly final?: ((failure: HttpFailure) => boolean) | undefined
   /**
-   * false: the request must reach the server at most once (a Consul session's creation): no retry, and no replay
-   * on a fresh connection when a pooled one turns out stale. The caller decides what a failure means.
+   * May the request go out twice? Defaults from the method: POST is not, GET/HEAD/PUT/DELETE are. A request
+   * that is not (Consul's `PUT /v1/session/create` must say `idempotent: false`) is neither replayed on a fresh
+   * connection nor retried after it may have reached the server: only a failure to connect is retried.
    */
   readonly idempotent?: boolean | undefined
 }
@@ -227,7 +253,11 @@ export const ignoreBody = (_response: HttpClientResponse.HttpClientResponse): Ef
 /** One client per upstream, with its own keep-alive connection pool and TLS settings. */
 export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const transport = yield* makeTransport({ connections: settings.connections ?? 64, tls: settings.tls })
+    const transport = yield* makeTransport({
+      connections: settings.connections ?? 64,
+      tls: settings.tls,
+      maxBodyBytes: settings.maxBodyBytes
+    })
     // The client's defaults go UNDER a request's own headers: the event stream's `accept: text/event-stream`
     // must survive the default `accept: application/json` (Marathon answers anything else with 405).
     const defaults = Headers.fromInput({ accept: "application/json", ...settings.headers })
@@ -243,8 +273,8 @@ export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, 
     ): Effect.Effect<A, E | HttpFailure> => {
       const prepared = prepare(request)
       const attemptTimeout = options?.timeout === undefined ? timeoutMillis : Duration.toMillis(options.timeout)
-      const idempotent = options?.idempotent ?? true
-      const attempt: Effect.Effect<A, E | HttpFailure> = transport.exchange(prepared, attemptTimeout, { replay: idempotent }).pipe(
+      const idempotent = isIdempotent(request, options)
+      const attempt: Effect.Effect<A, E | HttpFailure> = transport.exchange(prepared, attemptTimeout, { idempotent }).pipe(
         Effect.flatMap((response): Effect.Effect<A, E | HttpFailure> =>
           isOk(response.status) ? read(response) : Effect.fail(statusFailure(response))
         )
@@ -265,8 +295,8 @@ export const makeHttp = (settings: HttpSettings): Effect.Effect<HttpApi, never, 
         : attempt
       const retryUnreachable = options?.retryUnreachable ?? true
       const retryable = (failure: unknown): boolean =>
-        idempotent && isHttpFailure(failure) && isTransient(failure) && (retryUnreachable || !isUnreachableFailure(failure)) &&
-        options?.final?.(failure) !== true
+        isHttpFailure(failure) && isTransient(failure) && (retryUnreachable || !isUnreachableFailure(failure)) &&
+        (idempotent || isNeverSent(failure)) && options?.final?.(failure) !== true
       // The retry policy is set up only once the first attempt has failed: nearly every request succeeds at
       // once, and a schedule driver per request was a tenth of a cold sync's CPU. The first failure is replayed
       // to the policy, so the delays and the count are exactly Effect.retry's.

@@ -394,9 +394,7 @@ export const makeMarathonMemory = (store: MarathonStore, settings: MarathonMemor
       Effect.retry({
         schedule: backoff,
         times: settings.retries ?? 3,
-        while: (error) =>
-          error.reason === "Transport" || error.reason === "Timeout" ||
-          (error.reason === "Status" && error.status !== undefined && Http.isTransientStatus(error.status))
+        while: Http.isTransientError
       })
     )
   const notFound = (resource: string) => new NotFound({ resource })

@@ -30,6 +30,8 @@ export interface SyncCounts {
   readonly consulReached: boolean
   /** running tasks the pass left out: their host is no known Consul agent */
   readonly skipped?: ReadonlyArray<unknown> | undefined
+  /** `--max-purge`: the purge the pass skipped, over the limit */
+  readonly purgeRefused?: unknown
 }
 
 export interface MetricsService {
@@ -40,7 +42,7 @@ export interface MetricsService {
   readonly syncSucceeded: (report: SyncCounts, seconds: number) => Effect.Effect<void>
   /** A pass that failed as a whole (Marathon unreadable): outcome "failed", its duration, and the error's upstream. */
   readonly syncFailed: (seconds: number, error?: UpstreamError) => Effect.Effect<void>
-  /** Registrations (fallback ones included), deregistrations, KV writes and deletes, and failures of a report. */
+  /** Registrations (fallback ones included), deregistrations, KV writes and deletes, failures and a refused purge of a report. */
   readonly addReport: (report: SyncCounts) => Effect.Effect<void>
   readonly registered: (count?: number) => Effect.Effect<void>
   readonly deregistered: (count?: number) => Effect.Effect<void>
@@ -152,6 +154,12 @@ export const makeMetrics = (): MetricsService => {
     registers
   })
 
+  const purgeRefusals = new Counter({
+    name: "consular_purge_refused_total",
+    help: "Sync passes whose purge was skipped whole because it was over --max-purge (services or keys)",
+    registers
+  })
+
   const leader = new Gauge({
     name: "consular_leader",
     help: "1 while this instance leads (syncs, purges and applies events); always 1 without --leader-election",
@@ -171,6 +179,7 @@ export const makeMetrics = (): MetricsService => {
   for (const reason of ["unknown_host", "name_clash"] as const) eventsSkipped.inc({ reason }, 0)
   leader.set(1)
   leaderChanges.inc(0)
+  purgeRefusals.inc(0)
   for (const source of ["callback", "sse"] as const) {
     sourceConnected.set({ source }, 0)
     sourceReconnects.inc({ source }, 0)
@@ -189,6 +198,7 @@ export const makeMetrics = (): MetricsService => {
       kvWrites.inc(report.keysSet)
       kvDeletes.inc(report.keysDeleted)
       for (const failure of report.failures) upstreamFailures.inc(failureLabels(failure.scope))
+      if (report.purgeRefused !== undefined) purgeRefusals.inc()
     })
 
   const syncSucceeded = (report: SyncCounts, seconds: number) =>

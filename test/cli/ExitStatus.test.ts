@@ -38,6 +38,30 @@ describe("consular sync exit status", () => {
       expect(dc.consul.kv.get("consular/web/tier")).toBe("\"front\"")
     }))
 
+  it.scopedLive("2 when Consul refused one KV write (a per-key ACL): the key is listed on stderr, every other write landed", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter()
+      // Consul's key_prefix rules, the longest prefix winning: consular/ is writable, one key of it only readable
+      dc.consul.acl = {
+        tokens: { t: { service: "write", node: "read", key: { "consular/": "write", "consular/web/owner": "read" } } }
+      }
+      dc.marathon.putApp("/web", { tier: "front", owner: "ops" })
+      dc.marathon.putApp("/api", { tier: "back" })
+      dc.marathon.setTask("/web", { id: "web.1", host: "127.0.0.2", ports: [1] }, false)
+      dc.marathon.setTask("/api", { id: "api.1", host: "127.0.0.3", ports: [2] }, false)
+      const result = yield* runCli(["sync", "--consul", dc.consulUrl.href, "--marathon", dc.marathonUrl.href, "--consul-token", "t"])
+      expect(result.code, result.stdout + result.stderr).toBe(2)
+      expect(result.stderr).toMatch(/error: kv: key consular\/web\/owner: .*[Pp]ermission denied/)
+      expect(result.stderr).not.toMatch(/key consular\/web\/tier|key consular\/api\/tier/)
+      expect(result.stdout).toContain("incomplete:")
+      // every other write landed
+      expect(dc.consul.kv.has("consular/web/owner")).toBe(false)
+      expect(dc.consul.kv.get("consular/web/tier")).toBe("\"front\"")
+      expect(dc.consul.kv.get("consular/api/tier")).toBe("\"back\"")
+      expect(dc.consul.services("127.0.0.2").has("web.1")).toBe(true)
+      expect(dc.consul.services("127.0.0.3").has("api.1")).toBe(true)
+    }))
+
   it.scopedLive("2 when a task's agent cannot be read, even if nothing else was to be written", () =>
     Effect.gen(function*() {
       const dc = yield* makeDatacenter()

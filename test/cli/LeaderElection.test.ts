@@ -171,6 +171,16 @@ describe("--leader-election: three daemons, one leader", () => {
       expect(yield* Effect.promise(() => refused.json())).toMatchObject({ error: "not the leader", leader: leader.address })
       expect(dc.consul.services("127.0.0.4").has("web.2")).toBe(false)
 
+      // POST /sync and GET /diff too: a follower answers 503 naming the leader, the leader confirms its lock and syncs
+      for (const [method, path] of [["POST", "/sync"], ["GET", "/diff"]] as const) {
+        const answer = yield* Effect.promise(() => fetch(`http://${followers[1]!.address}${path}`, { method, signal: AbortSignal.timeout(5_000) }))
+        expect(answer.status).toBe(503)
+        expect(yield* Effect.promise(() => answer.json())).toMatchObject({ error: "not the leader", leader: leader.address })
+      }
+      const synced = yield* Effect.promise(() => fetch(`http://${leader.address}/sync`, { method: "POST", signal: AbortSignal.timeout(15_000) }))
+      expect(synced.status).toBe(200)
+      expect(yield* Effect.promise(() => synced.json())).toMatchObject({ outcome: "complete", registered: 0 })
+
       // metrics
       const leaderMetrics = yield* metricsOf(leader)
       expect(leaderMetrics.value("consular_leader")).toBe(1)

@@ -68,8 +68,8 @@ describe("the KV writer reads a rolled-back transaction per operation", () => {
       const written = yield* writeKv(plan)
       expect(written.keysSet).toBe(2)
       expect(written.failures).toEqual([
-        { scope: "kv", message: "consul txn: consular/api/a refused (409, operation #1): Permission denied" },
-        { scope: "kv", message: "consul txn: consular/db/old refused (409, operation #3): Permission denied" }
+        { scope: "kv", subject: "key consular/api/a", message: "consul txn: consular/api/a refused (409, operation #1): Permission denied" },
+        { scope: "kv", subject: "key consular/db/old", message: "consul txn: consular/db/old refused (409, operation #3): Permission denied" }
       ])
       expect(Object.fromEntries(store.kv)).toEqual({ "consular/web/a": "\"1\"", "consular/web/b": "\"3\"" })
       expect(store.log.map((request) => request.operation)).toEqual(["txn", "txn"])

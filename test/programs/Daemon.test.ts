@@ -4,7 +4,9 @@ import { Consul, makeConsulMemory } from "../../src/services/Consul.js"
 import { ConsulStore } from "../../src/services/ConsulStore.js"
 import { Marathon, makeMarathonMemory } from "../../src/services/Marathon.js"
 import { MarathonStore } from "../../src/services/MarathonStore.js"
-import { daemonObservability, makeResyncs, periodicSync, runDaemon } from "../../src/programs/Daemon.js"
+import { daemonObservability, periodicSync, runDaemon } from "../../src/programs/Daemon.js"
+import { makePassQueue } from "../../src/programs/Control.js"
+import { NotLeading } from "../../src/domain/Errors.js"
 import { runEventSource, subscribeForever } from "../../src/programs/EventSource.js"
 import type { EventSourceHooks } from "../../src/programs/EventSource.js"
 import { Readiness } from "../../src/programs/Operations.js"
@@ -121,39 +123,68 @@ describe("the periodic sync", () => {
     }))
 })
 
-describe("resyncs asked for by the event source", () => {
-  it.scoped("merged: while a pass runs at most one more waits; every request is served by a pass that started after it", () =>
+describe("the queue of passes (the schedule, the event source's resyncs, POST /sync)", () => {
+  it.scoped("merged: while a pass that read Marathon runs at most one more waits; every request is served by a pass that read Marathon after it", () =>
     Effect.gen(function*() {
       const started = yield* Ref.make(0)
       const release = yield* Deferred.make<void>()
-      const pass = Effect.zipRight(Ref.update(started, (n) => n + 1), Deferred.await(release))
-      const resyncs = yield* makeResyncs(pass)
-      yield* Effect.forkScoped(resyncs.worker)
-      const first = yield* Effect.fork(resyncs.request)
+      const passes = yield* makePassQueue((readingMarathon) =>
+        Effect.gen(function*() {
+          yield* readingMarathon
+          const pass = yield* Ref.updateAndGet(started, (n) => n + 1)
+          yield* Deferred.await(release)
+          return pass
+        }))
+      yield* Effect.forkScoped(passes.worker)
+      const first = yield* Effect.fork(passes.request)
       yield* TestClock.adjust("1 millis")
       expect(yield* Ref.get(started)).toBe(1)
-      // five reconnects while the first pass runs: one more pass, not five
-      const waiting = yield* Effect.forEach([1, 2, 3, 4, 5], () => Effect.fork(resyncs.request))
+      // five requests while the first pass runs, past its Marathon read: one more pass, not five
+      const waiting = yield* Effect.forEach([1, 2, 3, 4, 5], () => Effect.fork(passes.request))
       yield* TestClock.adjust("1 millis")
       expect(yield* Ref.get(started)).toBe(1)
       yield* Deferred.succeed(release, undefined)
-      yield* Fiber.join(first)
-      yield* Effect.forEach(waiting, Fiber.join)
+      expect(yield* Fiber.join(first)).toBe(1)
+      // each gets the report of the pass that served it
+      expect(yield* Effect.forEach(waiting, Fiber.join)).toEqual([2, 2, 2, 2, 2])
       expect(yield* Ref.get(started)).toBe(2)
     }))
 
-  it.scoped("the passes run in the worker: with it gone (the daemon ended), no pass starts", () =>
+  it.scoped("a request made while the pass under way has not read Marathon yet joins that pass", () =>
+    Effect.gen(function*() {
+      const count = yield* Ref.make(0)
+      const beforeRead = yield* Deferred.make<void>()
+      const passes = yield* makePassQueue((readingMarathon) =>
+        Effect.zipRight(Deferred.await(beforeRead), Effect.zipRight(readingMarathon, Ref.updateAndGet(count, (n) => n + 1))))
+      yield* Effect.forkScoped(passes.worker)
+      const first = yield* Effect.fork(passes.request)
+      yield* TestClock.adjust("1 millis")
+      const second = yield* Effect.fork(passes.request) // the pass is confirming its lock, say
+      yield* TestClock.adjust("1 millis")
+      yield* Deferred.succeed(beforeRead, undefined)
+      expect(yield* Fiber.join(first)).toBe(1)
+      expect(yield* Fiber.join(second)).toBe(1)
+      expect(yield* Ref.get(count)).toBe(1)
+    }))
+
+  it.scoped("the passes run in the worker: with it gone (stepped down, stopping), no pass starts and a request fails at once with NotLeading", () =>
     Effect.gen(function*() {
       const started = yield* Ref.make(0)
-      const resyncs = yield* makeResyncs(Ref.update(started, (n) => n + 1))
-      const worker = yield* Effect.fork(resyncs.worker)
-      yield* resyncs.request
+      const hold = yield* Deferred.make<void>()
+      const passes = yield* makePassQueue((readingMarathon) => Effect.zipRight(readingMarathon, Effect.zipRight(Ref.update(started, (n) => n + 1), Deferred.await(hold))))
+      const worker = yield* Effect.fork(passes.worker)
+      const served = yield* Effect.fork(passes.request)
+      yield* TestClock.adjust("1 millis")
+      const queued = yield* Effect.fork(passes.request)
+      yield* TestClock.adjust("1 millis")
       expect(yield* Ref.get(started)).toBe(1)
+      // interrupted mid-pass: the request it served and the one queued are told, not left waiting
       yield* Fiber.interrupt(worker)
-      const orphan = yield* Effect.fork(resyncs.request)
+      expect(yield* Effect.flip(Fiber.join(served))).toBeInstanceOf(NotLeading)
+      expect(yield* Effect.flip(Fiber.join(queued))).toBeInstanceOf(NotLeading)
+      expect(yield* Effect.flip(passes.request)).toBeInstanceOf(NotLeading)
       yield* TestClock.adjust("1 hour")
       expect(yield* Ref.get(started)).toBe(1)
-      expect(orphan.unsafePoll()).toBeNull()
     }))
 })
 

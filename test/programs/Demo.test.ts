@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "@effect/vitest"
 import { Effect, LogLevel } from "effect"
-import { awaitLayout, demo, DemoFailed, runDemo } from "../../src/programs/Demo.js"
-import type { ConsulLayout, ServiceRow } from "../../src/programs/Demo.js"
+import { awaitLayout, demo, DemoFailed, runDemo } from "../../src/Demo.js"
+import type { ConsulLayout, ServiceRow } from "../../src/Demo.js"
 import { LoggedLines, LoggerMemory } from "../../src/services/Logger.js"
 import { makeDatacenter } from "../support/Datacenter.js"
 

@@ -9,9 +9,8 @@ import type { EventSourceHooks } from "../../src/programs/EventSource.js"
 import { Marathon, MarathonLive } from "../../src/services/Marathon.js"
 import { otherEvents, statusUpdate, statusUpdates } from "../fixtures/marathon/Events.js"
 import { listen } from "../../src/embedded/Listen.js"
-import { daemonApp } from "../../src/programs/Daemon.js"
 import { LoggedLines, LoggerMemory } from "../../src/services/Logger.js"
-import { daemonSettings, sendEvent, serveDaemon } from "../support/Daemon.js"
+import { daemonApp, daemonSettings, sendEvent, serveDaemon } from "../support/Daemon.js"
 import { makeDatacenter } from "../support/Datacenter.js"
 import { eventually } from "../support/Process.js"
 
@@ -117,7 +116,7 @@ describe("an unknown eventType", () => {
     Effect.gen(function*() {
       const lines = yield* LoggedLines
       const dc = yield* makeDatacenter()
-      const app = yield* daemonApp(daemonSettings(dc)).pipe(Effect.provide(dc.services))
+      const app = yield* daemonApp(dc, daemonSettings(dc))
       const port = yield* listen(app, { address: "127.0.0.1", port: 0 })
       const huge = "z".repeat(900_000)
       const answer = yield* sendEvent(`http://127.0.0.1:${port}`, JSON.stringify({ eventType: huge }), { "content-type": "application/json" })

@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import { createServer as createTcpServer, Socket as NetSocket } from "node:net"
 import type { AddressInfo, Socket } from "node:net"
 import { makeTransport, streamKeepAliveMillis } from "../../src/services/HttpTransport.js"
-import { makeHttp } from "../../src/services/Http.js"
+import { describeFailure, makeHttp } from "../../src/services/Http.js"
 
 /**
  * The wire under Http.ts, against a bare Node server on loopback that can misbehave in ways the embedded
@@ -56,6 +56,41 @@ const rawServer = (handle: (request: IncomingMessage, response: ServerResponse, 
     )
     const { port } = server.address() as AddressInfo
     return { url: `http://127.0.0.1:${port}`, seen, connections: () => connections, closed: () => closed } satisfies RawServer
+  })
+
+/**
+ * A raw HTTP/1.1 server that answers `{}` with keep-alive, or resets the connection once it has read a request
+ * when `resets(connection, requestOnIt)` says so (connections and requests counted from 1).
+ */
+const resettingServer = (resets: (connection: number, request: number) => boolean) =>
+  Effect.gen(function*() {
+    let connections = 0
+    let requests = 0
+    const server = createTcpServer((socket) => {
+      const connection = ++connections
+      let onThis = 0
+      socket.on("error", () => undefined)
+      socket.on("data", (chunk: Buffer) => {
+        const heads = chunk.toString("latin1").split("\r\n\r\n").length - 1
+        onThis += heads
+        requests += heads
+        if (resets(connection, onThis)) return socket.resetAndDestroy()
+        socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}")
+      })
+    })
+    yield* Effect.acquireRelease(
+      Effect.async<void>((resume) => {
+        server.listen(0, "127.0.0.1", () => resume(Effect.void))
+      }),
+      () => Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+      })
+    )
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/agent/services`,
+      connections: () => connections,
+      requests: () => requests
+    }
   })
 
 const waitUntil = (condition: () => boolean) =>
@@ -154,35 +189,141 @@ describe("HttpTransport (Node's http under Http.ts)", () => {
     Effect.gen(function*() {
       // connection 1 answers its first request and resets on the second, as a server whose keep-alive timeout
       // struck just then; connection 2 answers; connection 3 resets at once
-      let connections = 0
-      const server = createTcpServer((socket) => {
-        const connection = ++connections
-        let requests = 0
-        socket.on("error", () => undefined)
-        socket.on("data", (chunk: Buffer) => {
-          requests += chunk.toString("latin1").split("\r\n\r\n").length - 1
-          if ((connection === 1 && requests === 2) || connection === 3) return socket.resetAndDestroy()
-          socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}")
-        })
-      })
-      yield* Effect.acquireRelease(
-        Effect.async<void>((resume) => {
-          server.listen(0, "127.0.0.1", () => resume(Effect.void))
-        }),
-        () => Effect.async<void>((resume) => {
-          server.close(() => resume(Effect.void))
-        })
-      )
-      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/agent/services`
+      const { url, connections: count } = yield* resettingServer((connection, requests) => (connection === 1 && requests === 2) || connection === 3)
+      const connections = () => count()
       const transport = yield* makeTransport({ connections: 1 })
       expect((yield* transport.exchange(HttpClientRequest.get(url), 2_000)).status).toBe(200)
       expect((yield* transport.exchange(HttpClientRequest.get(url), 2_000)).status).toBe(200)
-      expect(connections).toBe(2)
+      expect(connections()).toBe(2)
       // a fresh transport: its first connection is new, so a reset is the server's answer, not a stale socket
       const fresh = yield* makeTransport({ connections: 1 })
       const failure = yield* Effect.flip(fresh.exchange(HttpClientRequest.get(url), 2_000))
       assert(failure._tag === "RequestError" && failure.reason === "Transport", `got ${failure._tag}`)
-      expect(connections).toBe(3)
+      expect(connections()).toBe(3)
+    }))
+
+  it.scopedLive("a request that is not idempotent (POST; a PUT that says so) is not replayed when its pooled connection resets", () =>
+    Effect.gen(function*() {
+      // every connection answers its first request and resets on the second: the server may have read it
+      const server = yield* resettingServer((_connection, requests) => requests === 2)
+      const transport = yield* makeTransport({ connections: 1 })
+      const subscribe = HttpClientRequest.post(`${server.url.replace("/v1/agent/services", "")}/v2/eventSubscriptions?callbackUrl=x`)
+      const sessionCreate = HttpClientRequest.put(`${server.url.replace("/v1/agent/services", "")}/v1/session/create`)
+      for (const [request, options] of [[subscribe, undefined], [sessionCreate, { idempotent: false }]] as const) {
+        const before = server.connections()
+        expect((yield* transport.exchange(HttpClientRequest.get(server.url), 2_000)).status).toBe(200)
+        const failure = yield* Effect.flip(transport.exchange(request, 2_000, options))
+        assert(failure._tag === "RequestError" && failure.reason === "Transport", `got ${failure._tag}`)
+        expect(server.connections() - before).toBe(1) // no second connection: the request went out once
+      }
+      // the same PUT without the option is idempotent by its method: replayed on a fresh connection
+      expect((yield* transport.exchange(HttpClientRequest.get(server.url), 2_000)).status).toBe(200)
+      const before = server.connections()
+      expect((yield* transport.exchange(sessionCreate, 2_000)).status).toBe(200)
+      expect(server.connections() - before).toBe(1)
+    }))
+
+  it.scopedLive("Http.send retries a request that is not idempotent only when it was never sent (refused), not after a reset", () =>
+    Effect.gen(function*() {
+      const server = yield* resettingServer(() => true) // reads each request, then resets
+      const http = yield* makeHttp({ timeout: "2 seconds", retries: 3, retryBase: "1 millis" })
+      const post = yield* Effect.flip(http.send(HttpClientRequest.post(server.url), (response) => response.json))
+      expect(describeFailure(post)).toContain("ECONNRESET")
+      expect(server.requests()).toBe(1)
+      yield* Effect.flip(http.send(HttpClientRequest.put(server.url), (response) => response.json, { idempotent: false }))
+      expect(server.requests()).toBe(2)
+      yield* Effect.flip(http.send(HttpClientRequest.put(server.url), (response) => response.json))
+      expect(server.requests()).toBe(6) // idempotent: the first attempt and three retries
+
+      // a port nobody listens on yet: refused (never sent), so the POST is retried until the server is up
+      const late = createServer((_request, response) => response.end("{\"late\":true}"))
+      const port = yield* Effect.async<number>((resume) => {
+        const probe = createTcpServer().listen(0, "127.0.0.1", () => {
+          const free = (probe.address() as AddressInfo).port
+          probe.close(() => resume(Effect.succeed(free)))
+        })
+      })
+      const patient = yield* makeHttp({ timeout: "2 seconds", retries: 8, retryBase: "50 millis", retryCap: "200 millis" })
+      const fiber = yield* Effect.fork(patient.send(HttpClientRequest.post(`http://127.0.0.1:${port}/v2/eventSubscriptions`), (response) => response.json))
+      yield* Effect.sleep("30 millis")
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => {
+          late.listen(port, "127.0.0.1", () => resume(Effect.void))
+        }),
+        () => Effect.async<void>((resume) => {
+          late.closeAllConnections()
+          late.close(() => resume(Effect.void))
+        })
+      )
+      expect(yield* Fiber.join(fiber)).toEqual({ late: true })
+    }))
+
+  it.scopedLive("an answer over the body cap fails naming the cap and the request: at once by its content-length, or as it streams", () =>
+    Effect.gen(function*() {
+      let wrote = 0
+      const server = yield* rawServer((request, response) => {
+        if (request.url === "/declared") {
+          response.writeHead(200, { "content-length": String(10_000_000) })
+          response.write("[") // the rest never comes: the answer is refused on its head
+          return
+        }
+        if (request.url === "/small") return response.end("[1,2,3]")
+        // chunked, no length: 64 KiB pieces until the client goes away (bounded at 512 pieces, 32 MiB)
+        response.writeHead(200, { "content-type": "application/json" })
+        const piece = Buffer.alloc(64 * 1024, 0x20)
+        const more = () => {
+          while (wrote < 512 && !response.destroyed) {
+            wrote++
+            if (!response.write(piece)) return response.once("drain", more)
+          }
+          response.end()
+        }
+        response.on("close", () => undefined)
+        more()
+      })
+      const http = yield* makeHttp({ timeout: "5 seconds", retries: 3, retryBase: "1 millis", maxBodyBytes: 256 * 1024 })
+      expect(yield* http.send(HttpClientRequest.get(`${server.url}/small`), (response) => response.json)).toEqual([1, 2, 3])
+
+      const declared = yield* Effect.flip(http.send(HttpClientRequest.get(`${server.url}/declared`), (response) => response.json))
+      expect(describeFailure(declared)).toBe(
+        `GET ${server.url}/declared: the answer's content-length (10000000 bytes) is larger than the 262144 bytes cap on an answer`
+      )
+      const streamed = yield* Effect.flip(http.send(HttpClientRequest.get(`${server.url}/chunked`), (response) => response.json))
+      expect(describeFailure(streamed)).toBe(`GET ${server.url}/chunked: the answer is larger than the 262144 bytes cap on an answer`)
+      expect(wrote).toBeLessThan(512) // the client stopped reading: the server could not write it all
+      // final, not transient: each asked once (not retried)
+      expect(server.seen.filter((seen) => seen.url === "/declared" || seen.url === "/chunked")).toHaveLength(2)
+
+      // the cap is named in MiB when it is whole MiB
+      const transport = yield* makeTransport({ connections: 1, maxBodyBytes: 1024 * 1024 })
+      const mib = yield* Effect.flip(transport.exchange(HttpClientRequest.get(`${server.url}/declared`), 2_000))
+      expect(mib.message).toContain("1 MiB cap")
+    }))
+
+  it.scopedLive("an event stream has no total cap, but one event longer than the cap fails the stream", () =>
+    Effect.gen(function*() {
+      const frame = `data: ${"x".repeat(900)}\n\n` // under 1 KiB each, 8 KiB in all
+      const server = yield* rawServer((request, response) => {
+        response.writeHead(200, { "content-type": "text/event-stream" })
+        if (request.url === "/long") {
+          // one event that never ends, in pieces
+          for (let i = 0; i < 8; i++) response.write(`data: ${"y".repeat(900)}`)
+          return
+        }
+        // the blank lines fall across writes ("\n" | "\n", "\r\n\r" | "\n") and inside them
+        for (let i = 0; i < 4; i++) response.write(frame.slice(0, -1))
+        response.write("\n")
+        for (let i = 0; i < 4; i++) response.write(`data: ${"z".repeat(900)}\r\n\r`)
+        response.end("\n")
+      })
+      const transport = yield* makeTransport({ connections: 1, maxBodyBytes: 1024 })
+      const many = yield* transport.openStream(HttpClientRequest.get(`${server.url}/many`), 2_000)
+      const text = yield* many.pipe(Stream.decodeText(), Stream.runCollect, Effect.map(Chunk.join("")))
+      expect(text.length).toBeGreaterThan(1024 * 7)
+      const long = yield* transport.openStream(HttpClientRequest.get(`${server.url}/long`), 2_000)
+      const failed = yield* long.pipe(Stream.runCollect, Effect.flip)
+      assert(failed._tag === "ResponseError", `got ${failed._tag}`)
+      expect(failed.message).toContain("an event of the stream is larger than the 1024 bytes cap")
     }))
 
   it.scopedLive("a request that is not idempotent (a Consul session's creation) reaches the server at most once: no replay on a stale connection, no retry", () =>

@@ -26,13 +26,14 @@ const ours = {
   consular_events_skipped_total: "counter",
   consular_sync_skipped_tasks: "gauge",
   consular_leader: "gauge",
-  consular_leader_changes_total: "counter"
+  consular_leader_changes_total: "counter",
+  consular_purge_refused_total: "counter"
 } as const
 
 const emptyReport: SyncCounts = { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [], consulReached: true }
 
 describe("Metrics", () => {
-  it.effect("exposes our fourteen metrics, each with HELP and TYPE, and the process metrics, in Prometheus text", () =>
+  it.effect("exposes our seventeen metrics, each with HELP and TYPE, and the process metrics, in Prometheus text", () =>
     Effect.gen(function*() {
       const { contentType, exposition } = yield* scrape
       expect(contentType).toBe("text/plain; version=0.0.4; charset=utf-8")

@@ -3,7 +3,7 @@ import { Context, Effect, Layer } from "effect"
 import * as Http from "node:http"
 import { isIP } from "node:net"
 import { listen } from "../../src/embedded/Listen.js"
-import { daemonApp } from "../../src/programs/Daemon.js"
+import { daemonObservability, makeDaemonApp } from "../../src/programs/Daemon.js"
 import type { DaemonSettings } from "../../src/programs/Daemon.js"
 import { makeDatacenter } from "./Datacenter.js"
 import type { Datacenter } from "./Datacenter.js"
@@ -25,10 +25,17 @@ export const daemonSettings = (dc: Datacenter, overrides: Partial<DaemonSettings
   ...overrides
 })
 
+/** The app as the daemon serves it, with its own metrics and readiness and the datacenter's live services. */
+export const daemonApp = (dc: Datacenter, settings: DaemonSettings) =>
+  Effect.map(
+    makeDaemonApp(settings).pipe(Effect.provide(daemonObservability(settings)), Effect.provide(dc.services)),
+    ({ app }) => app
+  )
+
 /** The daemon's HTTP app served on a free loopback port, with the datacenter's live services. */
 export const serveDaemon = (dc: Datacenter, overrides: Partial<DaemonSettings> = {}) =>
   Effect.gen(function*() {
-    const app = yield* daemonApp(daemonSettings(dc, overrides)).pipe(Effect.provide(dc.services))
+    const app = yield* daemonApp(dc, daemonSettings(dc, overrides))
     const port = yield* listen(app, { address: "127.0.0.1", port: 0 })
     const base = `http://127.0.0.1:${port}`
     const post = (body: string | object, headers: Record<string, string> = { "content-type": "application/json" }) =>
