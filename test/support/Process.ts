@@ -13,24 +13,42 @@ export interface Finished {
   readonly stderr: string
 }
 
+export interface RunOptions {
+  readonly timeoutMs?: number
+  /** added to this process's environment; a key set to undefined is left out */
+  readonly env?: Record<string, string | undefined>
+  readonly cwd?: string
+}
+
 /** Runs the CLI to completion, killed after `timeoutMs` at the latest. */
-export const runCli = (args: ReadonlyArray<string>, options: { readonly timeoutMs?: number; readonly env?: Record<string, string> } = {}) =>
+export const runCli = (args: ReadonlyArray<string>, options: RunOptions = {}) =>
+  runProcess(process.execPath, [mainJs, ...args], options)
+
+/** Runs any program to completion (`npm`, an installed `consular`), killed after `timeoutMs` at the latest. */
+export const runProcess = (file: string, args: ReadonlyArray<string>, options: RunOptions = {}) =>
   Effect.promise(() =>
     new Promise<Finished>((resolve) => {
       const timeoutMs = options.timeoutMs ?? 20_000
-      const child = spawn(process.execPath, [mainJs, ...args], {
+      const child = spawn(file, args, {
         stdio: ["ignore", "pipe", "pipe"],
-        env: { ...process.env, ...options.env }
+        env: { ...process.env, ...options.env },
+        cwd: options.cwd
       })
       let stdout = ""
       let stderr = ""
       child.stdout.on("data", (chunk) => (stdout += chunk))
       child.stderr.on("data", (chunk) => (stderr += chunk))
       const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs)
-      child.on("close", (code) => {
+      const finish = (code: number | null) => {
         clearTimeout(timer)
         resolve({ code, stdout, stderr })
+      }
+      // a program that cannot be started (ENOENT) ends here, with its reason as stderr
+      child.on("error", (error) => {
+        stderr += String(error)
+        finish(null)
       })
+      child.on("close", finish)
     })
   )
 
@@ -42,14 +60,24 @@ export interface Daemon {
 }
 
 /** Starts a long-running CLI process, stopped with the scope. */
-export const startCli = (args: ReadonlyArray<string>) =>
+export const startCli = (args: ReadonlyArray<string>) => startProcess(process.execPath, [mainJs, ...args])
+
+/** Starts any long-running program (an installed `consular run`), stopped with the scope. */
+export const startProcess = (file: string, args: ReadonlyArray<string>, options: Omit<RunOptions, "timeoutMs"> = {}) =>
   Effect.acquireRelease(
     Effect.sync((): Daemon => {
-      const child = spawn(process.execPath, [mainJs, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env }, cwd: options.cwd })
       let output = ""
       child.stdout!.on("data", (chunk) => (output += chunk))
       child.stderr!.on("data", (chunk) => (output += chunk))
-      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+      const exited = new Promise<number | null>((resolve) => {
+        child.on("exit", (code) => resolve(code))
+        // a program that cannot be started never exits: its reason is its output
+        child.on("error", (error) => {
+          output += String(error)
+          resolve(null)
+        })
+      })
       const stop = (signal: NodeJS.Signals = "SIGTERM") =>
         Effect.promise(() => {
           if (child.exitCode === null && child.signalCode === null) child.kill(signal)
