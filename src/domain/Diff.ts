@@ -1,11 +1,13 @@
-import type { AgentService, Registration } from "./ConsulApi.js"
+import type { AgentCheck, AgentService, Registration } from "./ConsulApi.js"
 import type { AgentDirectory } from "./Agents.js"
 import type { AppId, Labels, Task } from "./MarathonApi.js"
 import { isRunning } from "./MarathonApi.js"
 import type { AppName } from "./Naming.js"
 import {
-  appIdFromTags, appKvPrefix, appName, encodeLabelValue, isOwnedBy, labelKey, parseLabelKey, registration
+  appIdFromTags, appKvPrefix, appName, encodeLabelValue, isOwnedBy, labelKey, parseLabelKey, registration, ttlCheckId
 } from "./Naming.js"
+import { checkHolds, sameMeta } from "./RegistrationExtras.js"
+import { isOwnedByMeta } from "./ServiceMeta.js"
 
 /**
  * The pure reconciliation core: from what Marathon runs (desired) and what Consul holds (actual), the writes
@@ -18,8 +20,13 @@ export interface AppWithTasks {
   /** absent: none */
   readonly labels?: Labels | undefined
   readonly version?: string | undefined
+  /** Marathon runs health checks for this app (`--health-checks ttl` relays their verdict) */
+  readonly hasHealthChecks?: boolean | undefined
   readonly tasks: ReadonlyArray<Task>
 }
+
+/** What `--service-meta` and `--health-checks ttl` add to a task's registration (RegistrationExtras.ts). */
+export type Decorate = (registration: Registration, app: AppWithTasks, task: Task) => Registration
 
 export interface DesiredService {
   readonly agent: string
@@ -51,7 +58,8 @@ export const desiredState = (
   registrationId: string,
   directory: Pick<AgentDirectory, "resolve">,
   /** apps Marathon listed that could not be read: skipped, and nothing of theirs purged */
-  unreadableIds: ReadonlyArray<string> = []
+  unreadableIds: ReadonlyArray<string> = [],
+  decorate?: Decorate
 ): Desired => {
   const unreadableNames = new Set(unreadableIds.map((id) => appName(id)))
   const byName = new Map<AppName, Array<AppWithTasks>>()
@@ -81,7 +89,8 @@ export const desiredState = (
     }
     for (const task of app.tasks) {
       if (!isRunning(task)) continue
-      services.set(task.id, { agent: directory.resolve(task.host), registration: registration(registrationId, app.id, task) })
+      const plain = registration(registrationId, app.id, task)
+      services.set(task.id, { agent: directory.resolve(task.host), registration: decorate === undefined ? plain : decorate(plain, app, task) })
     }
   }
   const protectedNames = new Set<AppName>([...clashes.map((clash) => clash.name), ...unreadableNames])
@@ -90,7 +99,12 @@ export const desiredState = (
 
 /** What an agent answered when asked for its services. */
 export type AgentState =
-  | { readonly _tag: "Read"; readonly services: ReadonlyMap<string, AgentService> }
+  | {
+    readonly _tag: "Read"
+    readonly services: ReadonlyMap<string, AgentService>
+    /** by CheckID; read only when checks matter (`--health-checks ttl`): absent, checks are not compared */
+    readonly checks?: ReadonlyMap<string, AgentCheck> | undefined
+  }
   /** `unreachable`: refused or timed out (fallback applies); otherwise it answered an error */
   | { readonly _tag: "Unreadable"; readonly unreachable: boolean }
 
@@ -105,6 +119,8 @@ export interface PlanOptions {
   readonly purge: boolean
   readonly fallback: boolean
   readonly directory: Pick<AgentDirectory, "main" | "inCatalog">
+  /** `--service-meta`: a service is also ours by its Meta (external-source + consular-reg-id), whatever its tags */
+  readonly serviceMeta?: boolean | undefined
 }
 
 export interface Plan {
@@ -121,12 +137,13 @@ export const emptyPlan: Plan = { register: [], deregister: [], kvSet: [], kvDele
 export const planSize = (plan: Plan): number =>
   plan.register.length + plan.deregister.length + plan.kvSet.length + plan.kvDelete.length + plan.kvDeleteTree.length
 
-/** Consul holds the registration exactly: same name, address, port (0 when none) and the same tags. */
+/** Consul holds the registration exactly: same name, address, port (0 when none), the same tags and Meta. */
 export const matches = (service: AgentService, wanted: Registration): boolean =>
   service.Service === wanted.Name &&
   service.Address === wanted.Address &&
   service.Port === (wanted.Port ?? 0) &&
-  sameTags(service.Tags ?? [], wanted.Tags)
+  sameTags(service.Tags ?? [], wanted.Tags) &&
+  sameMeta(service.Meta, wanted.Meta)
 
 const sameTags = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean => {
   if (a.length !== b.length) return false
@@ -137,7 +154,8 @@ const sameTags = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean =
 const holds = (state: AgentState | undefined, wanted: Registration): boolean =>
   state?._tag === "Read" && (() => {
     const service = state.services.get(wanted.ID)
-    return service !== undefined && matches(service, wanted)
+    return service !== undefined && matches(service, wanted) &&
+      (state.checks === undefined || checkHolds(state.checks.get(ttlCheckId(wanted.ID)), wanted.Check))
   })()
 
 export const plan = (desired: Desired, actual: Actual, options: PlanOptions): Plan => {
@@ -155,8 +173,10 @@ export const plan = (desired: Desired, actual: Actual, options: PlanOptions): Pl
   for (const [agent, state] of actual.agents) {
     if (state._tag !== "Read") continue
     for (const [id, service] of state.services) {
-      if (!isOwnedBy(service.Tags, options.registrationId)) continue
-      const app = appIdFromTags(service.Tags ?? [])
+      const byMeta = options.serviceMeta === true && isOwnedByMeta(service.Meta, options.registrationId)
+      if (!byMeta && !isOwnedBy(service.Tags, options.registrationId)) continue
+      // tags someone edited leave the Meta, which names the app too
+      const app = appIdFromTags(service.Tags ?? []) ?? (byMeta ? service.Meta?.["marathon-app-id"] : undefined)
       if (app === undefined || desired.clashingIds.has(app)) continue // not ours to judge
       const wanted = desired.services.get(id)
       if (wanted === undefined) {
@@ -209,7 +229,14 @@ export const applyPlan = (actual: Actual, p: Plan): Actual => {
     }
   }
   for (const { agent, registration: r } of p.register) {
-    readable.get(agent)?.set(r.ID, { ID: r.ID, Service: r.Name, Tags: [...r.Tags], Address: r.Address, Port: r.Port ?? 0 })
+    readable.get(agent)?.set(r.ID, {
+      ID: r.ID,
+      Service: r.Name,
+      Tags: [...r.Tags],
+      Address: r.Address,
+      Port: r.Port ?? 0,
+      ...(r.Meta === undefined ? {} : { Meta: { ...r.Meta } })
+    })
   }
   for (const { agent, serviceId } of p.deregister) readable.get(agent)?.delete(serviceId)
   let kv: Map<string, string> | undefined

@@ -1,13 +1,13 @@
 import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { Context, Duration, Effect, Either, Layer, Schema } from "effect"
-import { AgentServices, CatalogNodes, KvEntries, KvKeys, Registration, TxnOperations } from "../domain/ConsulApi.js"
-import type { AgentService, CatalogNode, TxnOperation } from "../domain/ConsulApi.js"
+import { AgentChecks, AgentServices, CatalogNodes, CheckUpdate, KvEntries, KvKeys, Registration, TxnOperations } from "../domain/ConsulApi.js"
+import type { AgentCheck, AgentService, CatalogNode, TxnOperation } from "../domain/ConsulApi.js"
 import { ConsulError, NotFound } from "../domain/Errors.js"
 import { agentUrl } from "../domain/Naming.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
 import * as Http from "./Http.js"
 import { ConsulStore } from "./ConsulStore.js"
-import type { Admission, ConsulOperation } from "./ConsulStore.js"
+import type { Admission, ConsulOperation, StoredCheck } from "./ConsulStore.js"
 
 /**
  * Consul as consular uses it. Agent-scoped calls take the agent (a host: the task's, or a catalog node's
@@ -17,6 +17,8 @@ export interface RegisterOptions {
   /** the agent's reachability decides the fallback: no retry when it is unreachable, and this timeout */
   readonly fallbackMode?: boolean | undefined
   readonly timeout?: Duration.DurationInput | undefined
+  /** `?replace-existing-checks`: checks of the service not in the body are removed (a check dropped by `--health-checks none`) */
+  readonly replaceExistingChecks?: boolean | undefined
 }
 
 export class Consul extends Context.Tag("consular/Consul")<Consul, {
@@ -32,6 +34,13 @@ export class Consul extends Context.Tag("consular/Consul")<Consul, {
     registration: Registration,
     options?: RegisterOptions
   ) => Effect.Effect<void, ConsulError>
+  /** an agent's checks by CheckID (`GET /v1/agent/checks`) */
+  readonly agentChecks: (
+    agent: string,
+    options?: { readonly retryUnreachable?: boolean }
+  ) => Effect.Effect<ReadonlyMap<string, AgentCheck>, ConsulError>
+  /** `PUT /v1/agent/check/update/<id>`: the status and output of a TTL check, which also restarts its TTL */
+  readonly updateCheck: (agent: string, checkId: string, update: CheckUpdate) => Effect.Effect<void, NotFound | ConsulError>
   /** NotFound: the agent has no such service (already gone) */
   readonly deregister: (agent: string, serviceId: string) => Effect.Effect<void, NotFound | ConsulError>
   readonly catalogNodes: Effect.Effect<ReadonlyArray<CatalogNode>, ConsulError>
@@ -70,6 +79,7 @@ const notFoundIsError = (operation: string, agent?: string) => (error: NotFound 
     : error
 
 const encodeRegistration = Schema.encodeEither(Registration)
+const encodeCheckUpdate = Schema.encodeSync(CheckUpdate)
 
 const decodeBase64 = (value: string | null): string => value === null ? "" : Buffer.from(value, "base64").toString("utf8")
 
@@ -120,12 +130,30 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
       if (Either.isLeft(encoded)) {
         return Effect.fail(new ConsulError({ operation: "register", reason: "Status", agent, detail: `unencodable registration: ${encoded.left.message}` }))
       }
+      const path = options?.replaceExistingChecks === true ? "/v1/agent/service/register?replace-existing-checks=true" : "/v1/agent/service/register"
       return http.send(
-        HttpClientRequest.put(at(agent, "/v1/agent/service/register")).pipe(HttpClientRequest.bodyUnsafeJson(encoded.right)),
+        HttpClientRequest.put(at(agent, path)).pipe(HttpClientRequest.bodyUnsafeJson(encoded.right)),
         Http.ignoreBody,
         { retryUnreachable: options?.fallbackMode !== true, timeout: options?.timeout }
       ).pipe(Effect.mapError((failure) => notFoundIsError("register", agent)(Http.mapFailure(`agent ${agent}`, consulError("register", agent))(failure))))
     }
+
+    const agentChecks = (agent: string, options?: { readonly retryUnreachable?: boolean }) =>
+      http.send(HttpClientRequest.get(at(agent, "/v1/agent/checks")), HttpClientResponse.schemaBodyJson(AgentChecks), {
+        retryUnreachable: options?.retryUnreachable
+      }).pipe(
+        Effect.map((checks) => new Map(Object.entries(checks))),
+        Effect.mapError(Http.mapFailure(`checks of agent ${agent}`, consulError("list checks", agent))),
+        Effect.mapError(notFoundIsError("list checks", agent))
+      )
+
+    const updateCheck = (agent: string, checkId: string, update: CheckUpdate) =>
+      http.send(
+        HttpClientRequest.put(at(agent, `/v1/agent/check/update/${encodeURIComponent(checkId)}`)).pipe(
+          HttpClientRequest.bodyUnsafeJson(encodeCheckUpdate(update))
+        ),
+        Http.ignoreBody
+      ).pipe(Effect.mapError(Http.mapFailure(`check ${checkId} on agent ${agent}`, consulError("update check", agent))))
 
     const deregister = (agent: string, serviceId: string) =>
       http.send(
@@ -197,6 +225,8 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
     return Consul.of({
       agentServices,
       agentService,
+      agentChecks,
+      updateCheck,
       register,
       deregister,
       catalogNodes,
@@ -280,7 +310,15 @@ export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySetti
         Effect.flatMap((service) => orNotFound(service, `service ${serviceId} on agent ${agent}`))
       ),
     register: (agent, registration, options) =>
-      request(agent, "agent.register", "register", () => store.register(agent, registration), options),
+      request(agent, "agent.register", "register", () => store.register(agent, registration, options), options),
+    agentChecks: (agent, options) =>
+      request(agent, "agent.checks", "list checks", () => new Map([...store.checks(agent)].map(([id, check]) => [id, agentCheckOf(check)] as const)), {
+        fallbackMode: options?.retryUnreachable === false
+      }),
+    updateCheck: (agent, checkId, update) =>
+      request(agent, "agent.checkUpdate", "update check", () => store.updateCheck(agent, checkId, update.Status, update.Output)).pipe(
+        Effect.flatMap((found) => found ? Effect.void : Effect.fail(new NotFound({ resource: `check ${checkId} on agent ${agent}` })))
+      ),
     deregister: (agent, serviceId) =>
       request(agent, "agent.deregister", "deregister", () => store.deregister(agent, serviceId)).pipe(
         Effect.flatMap((found) => found ? Effect.void : Effect.fail(new NotFound({ resource: `service ${serviceId} on agent ${agent}` })))
@@ -312,6 +350,19 @@ export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySetti
       )
   })
 }
+
+/** A stored check as `GET /v1/agent/checks` shows it, decoded. */
+const agentCheckOf = (check: StoredCheck): AgentCheck => ({
+  CheckID: check.CheckID,
+  Status: check.Status,
+  Output: check.Output,
+  Notes: check.Notes,
+  ServiceID: check.ServiceID,
+  Definition: {
+    TTL: check.TTL,
+    ...(check.DeregisterCriticalServiceAfter === undefined ? {} : { DeregisterCriticalServiceAfter: check.DeregisterCriticalServiceAfter })
+  }
+})
 
 /** A fresh in-memory datacenter: the main agent at 127.0.0.1; tests add agents through `ConsulState`. */
 export const ConsulMemory = (settings: ConsulMemorySettings = {}): Layer.Layer<Consul | ConsulState> =>

@@ -235,6 +235,7 @@ export const appView = (app: StoredApp, embed: boolean): unknown => ({
   id: app.id,
   labels: app.labels,
   version: app.version,
+  healthChecks: app.healthChecks ?? [],
   ...(embed ? { tasks: app.tasks.map((task) => taskView(app, task)) } : {})
 })
 
@@ -245,7 +246,9 @@ export const taskView = (app: StoredApp, task: StoredApp["tasks"][number]): unkn
   ports: task.ports,
   state: task.state,
   startedAt: task.startedAt,
-  version: app.version
+  version: app.version,
+  // Marathon lists results only for an app with health checks: none until the first check ran
+  ...(app.healthChecks === undefined || app.healthChecks.length === 0 ? {} : { healthCheckResults: task.healthCheckResults ?? [] })
 })
 
 
