@@ -6,6 +6,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Config, Console, Data, Duration, Effect, Layer, LogLevel, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
 import { applyHeapPolicy } from "./HeapPolicy.js"
+import { parseGoDuration } from "./domain/GoDuration.js"
 import { ConsulLive } from "./services/Consul.js"
 import { LoggerLive } from "./services/Logger.js"
 import { MarathonLive } from "./services/Marathon.js"
@@ -99,6 +100,33 @@ const fallbackTimeout = numberFlag("fallback-timeout", 2, (n) => n > 0, "must be
   Options.withDescription("timeout in seconds of a registration on the fallback agent (default: 2)")
 )
 
+/** A Go duration flag ("1h", "90s"), as Consul reads it; checked here so that a bad one names the flag. */
+const durationFlag = (flag: string, valid: (millis: number) => boolean, why: string) =>
+  Options.text(flag).pipe(
+    Options.mapTryCatch((raw) => {
+      const millis = parseGoDuration(raw.trim())
+      if (millis === undefined || !valid(millis)) throw new Error(why)
+      return { text: raw.trim(), millis }
+    }, invalid(flag, why))
+  )
+const healthChecks = choiceFlag("health-checks", ["none", "ttl"], "none").pipe(
+  Options.withDescription("ttl: each service carries a TTL check whose status mirrors Marathon's health checks; none: no check (default: none)")
+)
+const initialHealth = choiceFlag("initial-health", ["passing", "warning", "critical"], "critical").pipe(
+  Options.withDescription("check status until Marathon has a first result for a task whose app has health checks (default: critical)")
+)
+const healthTtl = durationFlag("health-ttl", (ms) => ms >= 1000, "must be a duration of at least 1s, such as 1h or 90m").pipe(
+  Options.withDefault({ text: "1h", millis: 3_600_000 }),
+  Options.withDescription("TTL of the checks; consular re-pushes each before half of it has gone (default: 1h)")
+)
+const deregisterCriticalAfter = durationFlag("deregister-critical-after", (ms) => ms >= 60_000, "must be a duration of at least 1m (Consul's minimum)").pipe(
+  Options.optional,
+  Options.withDescription("Consul deregisters a service whose check stayed critical this long (at least 1m); also tasks Marathon marks unhealthy")
+)
+const serviceMetaFlag = Options.boolean("service-meta").pipe(
+  Options.withDescription("Service Meta on every registration: external-source, Marathon app and task ids, registration id, and the app's labels")
+)
+
 const maxEventBytes = numberFlag("max-event-bytes", 1024 * 1024, (n) => Number.isInteger(n) && n >= 1, "must be a positive whole number of bytes").pipe(
   Options.withDescription("largest event body accepted in bytes; larger ones get 413 (default: 1048576)")
 )
@@ -151,7 +179,8 @@ const eventsSecretFile = secretFileFlag("events-secret-file", "require this secr
 const commonOptions = {
   consul, marathon, registrationId, purge, logfile, debug, timeout, fallback, fallbackTimeout, logFormat,
   consulToken, consulTokenFile, consulCaFile, consulCertFile, consulKeyFile, consulSkipVerify,
-  marathonCaFile, marathonCertFile, marathonKeyFile, marathonSkipVerify, marathonUser, marathonPasswordFile, marathonTokenFile
+  marathonCaFile, marathonCertFile, marathonKeyFile, marathonSkipVerify, marathonUser, marathonPasswordFile, marathonTokenFile,
+  healthChecks, initialHealth, healthTtl, deregisterCriticalAfter, serviceMeta: serviceMetaFlag
 }
 const daemonOptions = { ...commonOptions, scheme, host, port, syncInterval, maxEventBytes, events, eventsSecretFile }
 type CommonOptions = Command.Command.ParseConfig<typeof commonOptions>
@@ -244,7 +273,14 @@ const syncSettings = (o: CommonOptions) => ({
   purge: o.purge,
   fallback: o.fallback,
   fallbackTimeout: seconds(o.fallbackTimeout),
-  consulUrl: o.consul
+  consulUrl: o.consul,
+  serviceMeta: o.serviceMeta,
+  health: o.healthChecks === "none" ? undefined : {
+    ttl: o.healthTtl.text,
+    ttlMillis: o.healthTtl.millis,
+    initial: o.initialHealth,
+    deregisterCriticalAfter: Option.getOrUndefined(Option.map(o.deregisterCriticalAfter, (d) => d.text))
+  }
 })
 
 /** A usage error is printed as the CLI prints its own, with a non-zero exit. */

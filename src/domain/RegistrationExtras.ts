@@ -1,5 +1,7 @@
 import type { AgentCheck, AgentService, Meta, Registration, TtlCheck } from "./ConsulApi.js"
 import { parseGoDuration } from "./GoDuration.js"
+import { serviceMeta } from "./ServiceMeta.js"
+import type { SkippedLabel } from "./ServiceMeta.js"
 
 /**
  * What `--health-checks ttl` and `--service-meta` add to a registration, as functions over the registration that
@@ -52,4 +54,32 @@ export const checkHolds = (held: AgentCheck | undefined, wanted: TtlCheck | unde
   return held.Notes === wanted.Notes &&
     sameDuration(held.Definition?.TTL, wanted.TTL) &&
     sameDuration(held.Definition?.DeregisterCriticalServiceAfter, wanted.DeregisterCriticalServiceAfter)
+}
+
+export interface ExtrasSettings {
+  readonly registrationId: string
+  /** `--service-meta` */
+  readonly serviceMeta: boolean
+  /** `--health-checks ttl`: the check every registration carries */
+  readonly check: TtlCheck | undefined
+}
+
+/**
+ * A task's registration with what the flags add; `skipped`: labels Meta could not take (warned once per app
+ * version by the caller). Without either flag, the registration itself.
+ */
+export const decorate = (
+  settings: ExtrasSettings,
+  plain: Registration,
+  app: { readonly id: string; readonly labels?: Readonly<Record<string, string>> | undefined }
+): { readonly registration: Registration; readonly skipped: ReadonlyArray<SkippedLabel> } => {
+  let registration = plain
+  let skipped: ReadonlyArray<SkippedLabel> = []
+  if (settings.serviceMeta) {
+    const made = serviceMeta({ appId: app.id, taskId: plain.ID, registrationId: settings.registrationId, labels: app.labels })
+    registration = withServiceMeta(registration, made.meta)
+    skipped = made.skipped
+  }
+  if (settings.check !== undefined) registration = withTtlCheck(registration, settings.check)
+  return { registration, skipped }
 }

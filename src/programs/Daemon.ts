@@ -9,6 +9,7 @@ import type { EventSettings } from "./Events.js"
 import { syncOnce } from "./Sync.js"
 import type { SyncSettings } from "./Sync.js"
 import { runEventSource } from "./EventSource.js"
+import { repushLoop } from "./HealthRelay.js"
 import { Metrics, MetricsLive } from "../services/Metrics.js"
 import { observeEvent, observeSync, operationsApp, Readiness, ReadinessLive } from "./Operations.js"
 import type { EventSourceHooks, EventSourceSettings } from "./EventSource.js"
@@ -139,6 +140,8 @@ export const runDaemon = (settings: DaemonSettings) =>
     yield* Effect.all([
       server,
       runEventSource(settings, hooks),
-      settings.syncInterval > 0 ? periodicSync(settings, pass) : Effect.void
+      settings.syncInterval > 0 ? periodicSync(settings, pass) : Effect.void,
+      // the checks' own timer, whatever --sync-interval is: a check lapses only when consular is gone
+      settings.health !== undefined ? repushLoop(settings.health) : Effect.void
     ], { concurrency: "unbounded", discard: true })
   })

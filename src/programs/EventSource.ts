@@ -117,6 +117,9 @@ const handleStreamEvent = (hooks: EventSourceHooks, onFirst: Effect.Effect<void>
     )
   })
 
+/** What the stream is asked for: task states, and Marathon's health verdicts (`--health-checks ttl` relays them). */
+export const streamedEventTypes = ["status_update_event", "health_status_changed_event", "instance_health_changed_event"] as const
+
 /** Reads the stream until it ends or breaks; reconnects forever; follows the leader in between. */
 const streamForever = (settings: EventSourceSettings, hooks: EventSourceHooks) =>
   Effect.gen(function*() {
@@ -135,7 +138,7 @@ const streamForever = (settings: EventSourceSettings, hooks: EventSourceHooks) =
           yield* Effect.forkDaemon(hooks.resync.pipe(Effect.ensuring(Effect.suspend(() => live ? hooks.connected("sse") : Effect.void))))
         })
       })
-      const outcome = yield* marathon.eventStream(["status_update_event"]).pipe(
+      const outcome = yield* marathon.eventStream(streamedEventTypes).pipe(
         // per-task order holds: the handler serializes each task's events in the order they start
         Stream.mapEffect(handleStreamEvent(hooks, onFirst), { concurrency: 16 }),
         Stream.runDrain,

@@ -4,9 +4,16 @@ import { Duration, Effect, Either, Option, ParseResult, Schema, SchemaAST as AST
 import { ConsulError, InvalidEvent, isUnreachable, PayloadTooLarge } from "../domain/Errors.js"
 import type { MarathonError } from "../domain/Errors.js"
 import * as Diff from "../domain/Diff.js"
-import { EventEnvelope, isTerminal, KnownEventType, StatusUpdateEvent } from "../domain/MarathonApi.js"
+import { instanceOfTask } from "../domain/Health.js"
+import {
+  EventEnvelope, HealthStatusChangedEvent, InstanceHealthChangedEvent, isTerminal, KnownEventType, StatusUpdateEvent
+} from "../domain/MarathonApi.js"
 import type { TaskState } from "../domain/MarathonApi.js"
 import { appKvPrefix, appName, isOwnedBy, registration } from "../domain/Naming.js"
+import { decorate, ttlCheck } from "../domain/RegistrationExtras.js"
+import { isOwnedByMeta } from "../domain/ServiceMeta.js"
+import type { HealthSettings, KnownApp } from "./HealthBook.js"
+import { applyHealthEvent, pushAfterRegistration } from "./HealthRelay.js"
 import { Consul } from "../services/Consul.js"
 import { Metrics } from "../services/Metrics.js"
 import { Marathon } from "../services/Marathon.js"
@@ -25,10 +32,25 @@ export interface EventSettings {
   readonly fallbackTimeout: Duration.DurationInput
   /** bodies over this many bytes are refused with 413 */
   readonly maxEventBytes: number
+  /** `--service-meta` */
+  readonly serviceMeta?: boolean | undefined
+  /** `--health-checks ttl`; absent: `none` (health events are acknowledged and ignored) */
+  readonly health?: HealthSettings | undefined
+}
+
+/** Marathon's word on an instance's health, from either health event type. */
+export interface HealthEvent {
+  readonly eventType: "health_status_changed_event" | "instance_health_changed_event"
+  /** the instance (1.4+), or the task of an older Marathon, which is its own instance */
+  readonly instance: string
+  /** null: Marathon has no result (instance_health_changed_event `healthy: null`) */
+  readonly alive: boolean | null
+  readonly timestamp: string | undefined
 }
 
 export type DecodedEvent =
   | { readonly _tag: "StatusUpdate"; readonly event: StatusUpdateEvent }
+  | { readonly _tag: "Health"; readonly eventType: HealthEvent["eventType"]; readonly event: HealthEvent }
   | { readonly _tag: "Other"; readonly eventType: string }
 
 /**
@@ -96,6 +118,29 @@ const describeParseError = (error: ParseResult.ParseError): string => {
 
 const decodeEnvelope = Schema.decodeUnknownEither(EventEnvelope)
 const decodeStatusUpdate = Schema.decodeUnknownEither(StatusUpdateEvent)
+const decodeHealthStatusChanged = Schema.decodeUnknownEither(HealthStatusChangedEvent)
+const decodeInstanceHealthChanged = Schema.decodeUnknownEither(InstanceHealthChangedEvent)
+
+const healthDecoded = (event: HealthEvent): DecodedEvent => ({ _tag: "Health", eventType: event.eventType, event })
+
+/** The two health events, each by its own schema: an instance (or, before Marathon 1.4, a task) and its verdict. */
+const decodeHealthEvent = (eventType: HealthEvent["eventType"], json: unknown): Either.Either<DecodedEvent, InvalidEvent> => {
+  if (eventType === "instance_health_changed_event") {
+    return decodeInstanceHealthChanged(json).pipe(Either.mapBoth({
+      onLeft: (error) => new InvalidEvent({ problem: `invalid ${eventType}`, detail: describeParseError(error) }),
+      onRight: (event) => healthDecoded({ eventType, instance: event.instanceId, alive: event.healthy, timestamp: event.timestamp })
+    }))
+  }
+  return decodeHealthStatusChanged(json).pipe(
+    Either.mapLeft((error) => new InvalidEvent({ problem: `invalid ${eventType}`, detail: describeParseError(error) })),
+    Either.flatMap((event) => {
+      const instance = event.instanceId ?? (event.taskId === undefined ? undefined : instanceOfTask(event.taskId))
+      return instance === undefined
+        ? Either.left(new InvalidEvent({ problem: `invalid ${eventType}`, detail: "instanceId or taskId is missing" }))
+        : Either.right(healthDecoded({ eventType, instance, alive: event.alive, timestamp: event.timestamp }))
+    })
+  )
+}
 const isKnownEventType = Schema.is(KnownEventType)
 
 /** The type is decoded first, so a malformed status_update_event is a 400 and never passes for another type. */
@@ -115,6 +160,7 @@ export const decodeEvent = (text: string): Either.Either<DecodedEvent, InvalidEv
   const envelope = decodeEnvelope(json)
   if (Either.isLeft(envelope)) return Either.left(new InvalidEvent({ problem: "invalid event", detail: "eventType must be a string" }))
   const { eventType } = envelope.right
+  if (eventType === "health_status_changed_event" || eventType === "instance_health_changed_event") return decodeHealthEvent(eventType, json)
   if (eventType !== "status_update_event") {
     return isKnownEventType(eventType)
       ? Either.right({ _tag: "Other", eventType })
@@ -147,7 +193,7 @@ class EndedTasks {
   }
 }
 
-export type EventOutcome = "registered" | "deregistered" | "ignored" | "stale" | "skipped"
+export type EventOutcome = "registered" | "deregistered" | "ignored" | "stale" | "skipped" | "health"
 
 export const makeEventHandler = (settings: EventSettings) =>
   Effect.gen(function*() {
@@ -158,6 +204,26 @@ export const makeEventHandler = (settings: EventSettings) =>
     // the daemon counts label writes made by events; other users of the handler need no metrics
     const metrics = yield* Effect.serviceOption(Metrics)
     const ended = new EndedTasks(20_000)
+    const extras = {
+      registrationId: settings.registrationId,
+      serviceMeta: settings.serviceMeta === true,
+      check: settings.health === undefined ? undefined : ttlCheck(settings.registrationId, settings.health)
+    }
+    const decorated = extras.serviceMeta || extras.check !== undefined
+
+    /** The app as the registration needs it (labels, health checks): known from the last pass or this version's read. */
+    const knownApp = (event: StatusUpdateEvent): Effect.Effect<KnownApp | undefined, MarathonError> => {
+      const known = topology.health.apps.get(event.appId)
+      if (known !== undefined && event.version !== undefined && known.version === event.version) return Effect.succeed(known)
+      return marathon.app(event.appId).pipe(
+        Effect.map((app): KnownApp => {
+          const read = { version: app.version, labels: app.labels, hasHealthChecks: (app.healthChecks?.length ?? 0) > 0 }
+          topology.health.apps.set(app.id, read)
+          return read
+        }),
+        Effect.catchTag("NotFound", () => Effect.succeed(undefined))
+      )
+    }
 
     /** Labels of the app, unless KV already holds this version's. A vanished app: nothing more to do. */
     const refreshLabels = (event: StatusUpdateEvent) =>
@@ -194,7 +260,9 @@ export const makeEventHandler = (settings: EventSettings) =>
           return "skipped" as const
         }
         const agent = topology.directory.resolve(event.host)
-        const wanted = registration(settings.registrationId, event.appId, { id: event.taskId, host: event.host, ports: event.ports })
+        const plain = registration(settings.registrationId, event.appId, { id: event.taskId, host: event.host, ports: event.ports })
+        const app = decorated ? yield* knownApp(event) : undefined
+        const wanted = decorated ? decorate(extras, plain, { id: event.appId, labels: app?.labels }).registration : plain
         const registeredOn = yield* consul.register(agent, wanted, { fallbackMode: settings.fallback }).pipe(
           Effect.as(agent),
           Effect.catchTag("ConsulError", (error) =>
@@ -207,6 +275,14 @@ export const makeEventHandler = (settings: EventSettings) =>
           )
         )
         rememberOwned(topology, registeredOn, wanted.ID)
+        if (settings.health !== undefined) {
+          // an app Marathon no longer lists: no word on its checks, so the initial status until it says
+          yield* pushAfterRegistration(event.taskId, registeredOn, app?.hasHealthChecks ?? true, settings.health).pipe(
+            Effect.catchTag("NotFound", (error) => Effect.fail(new ConsulError({ operation: "update check", reason: "Status", status: 404, detail: error.message }))),
+            Effect.provideService(Consul, consul),
+            Effect.provideService(Topology, topology)
+          )
+        }
         yield* ledger.taskStarted(event.taskId, appName(event.appId))
         yield* refreshLabels(event)
         return "registered" as const
@@ -220,7 +296,10 @@ export const makeEventHandler = (settings: EventSettings) =>
       const key = ownedKey(agent, taskId)
       const ours = topology.owned.has(key)
         ? Effect.succeed(true)
-        : consul.agentService(agent, taskId).pipe(Effect.map((service) => isOwnedBy(service.Tags, settings.registrationId)))
+        : consul.agentService(agent, taskId).pipe(Effect.map((service) =>
+          isOwnedBy(service.Tags, settings.registrationId) ||
+          (settings.serviceMeta === true && isOwnedByMeta(service.Meta, settings.registrationId))
+        ))
       return ours.pipe(
         Effect.flatMap((isOurs) =>
           isOurs
@@ -242,6 +321,7 @@ export const makeEventHandler = (settings: EventSettings) =>
           ? [yield* Effect.either(deregisterFrom(agent, event.taskId))]
           : yield* Effect.forEach(agents, (target) => Effect.either(deregisterFrom(target, event.taskId)), { concurrency: 2 })
         yield* ledger.taskEnded(event.taskId, appName(event.appId))
+        topology.health.forget(event.taskId)
         const [onHost, onMain] = results
         if (onHost !== undefined && Either.isLeft(onHost)) {
           const hostDown = onHost.left._tag === "ConsulError" && isUnreachable(onHost.left)
@@ -269,8 +349,24 @@ export const makeEventHandler = (settings: EventSettings) =>
         Effect.annotateLogs({ task: event.taskId, state: event.taskStatus })
       )
 
+    /** Marathon's word on an instance's health, pushed to its tasks' checks; ignored without `--health-checks ttl`. */
+    const healthChanged = (event: HealthEvent): Effect.Effect<EventOutcome, ConsulError> => {
+      if (settings.health === undefined || event.alive === null) return Effect.succeed("ignored")
+      return applyHealthEvent(event.instance, { _tag: "Event", alive: event.alive, timestamp: event.timestamp }, settings.health).pipe(
+        Effect.provideService(Consul, consul),
+        Effect.provideService(Topology, topology),
+        Effect.catchTag("NotFound", (error) => Effect.fail(new ConsulError({ operation: "update check", reason: "Status", status: 404, detail: error.message }))),
+        Effect.map((changed): EventOutcome => changed > 0 ? "health" : "ignored"),
+        Effect.annotateLogs({ instance: event.instance, event: event.eventType })
+      )
+    }
+
     const handle = (decoded: DecodedEvent): Effect.Effect<EventOutcome, ConsulError | MarathonError> =>
-      decoded._tag === "StatusUpdate" ? statusUpdate(decoded.event) : Effect.succeed("ignored")
+      decoded._tag === "StatusUpdate"
+        ? statusUpdate(decoded.event)
+        : decoded._tag === "Health"
+        ? healthChanged(decoded.event)
+        : Effect.succeed("ignored")
 
     return { handle, statusUpdate }
   })

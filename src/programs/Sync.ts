@@ -10,12 +10,17 @@ import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
 import type { RejectedApp } from "../domain/MarathonApi.js"
 import { appName, isOwnedBy, kvRoot, parseLabelKey } from "../domain/Naming.js"
+import { decorate, ttlCheck } from "../domain/RegistrationExtras.js"
+import type { SkippedLabel } from "../domain/ServiceMeta.js"
+import { isOwnedByMeta } from "../domain/ServiceMeta.js"
 import { Consul } from "../services/Consul.js"
 import { Marathon } from "../services/Marathon.js"
 import * as Clock from "../services/Clock.js"
 import { forEachInLanes } from "./Lanes.js"
 import { Ledger } from "./Ledger.js"
 import { ownedKey, rememberOwned, Topology } from "./Topology.js"
+import type { HealthSettings } from "./HealthBook.js"
+import { relayInPass } from "./HealthRelay.js"
 
 export interface SyncSettings {
   readonly registrationId: string
@@ -29,6 +34,10 @@ export interface SyncSettings {
   readonly dryRun?: boolean | undefined
   /** requests in flight at once (reads and writes) */
   readonly concurrency?: number | undefined
+  /** `--service-meta`: Meta on every registration, and ownership recognised by Meta too */
+  readonly serviceMeta?: boolean | undefined
+  /** `--health-checks ttl`; absent: `none` */
+  readonly health?: HealthSettings | undefined
 }
 
 export interface SyncFailure {
@@ -49,6 +58,8 @@ export interface SyncReport {
   readonly deregistered: number
   readonly keysSet: number
   readonly keysDeleted: number
+  /** TTL check statuses pushed (`--health-checks ttl`) */
+  readonly checksUpdated?: number | undefined
   readonly clashes: ReadonlyArray<Diff.Clash>
   readonly failures: ReadonlyArray<SyncFailure>
   /** KV was read and at least one agent answered */
@@ -65,11 +76,11 @@ const readMarathon = (concurrency: number): Effect.Effect<{
     const listing = yield* marathon.apps
     const apps = yield* Effect.forEach(listing.apps, (app) =>
       app.tasks !== undefined
-        ? Effect.succeed({ id: app.id, labels: app.labels, version: app.version, tasks: app.tasks })
+        ? Effect.succeed({ id: app.id, labels: app.labels, version: app.version, hasHealthChecks: (app.healthChecks?.length ?? 0) > 0, tasks: app.tasks })
         : marathon.appTasks(app.id).pipe(
           // Marathon #3881: some releases answer 404 for an app that has no tasks
           Effect.catchTag("NotFound", () => Effect.succeed([])),
-          Effect.map((tasks) => ({ id: app.id, labels: app.labels, version: app.version, tasks }))
+          Effect.map((tasks) => ({ id: app.id, labels: app.labels, version: app.version, hasHealthChecks: (app.healthChecks?.length ?? 0) > 0, tasks }))
         ), { concurrency })
     return { apps, rejected: listing.rejected }
   })
@@ -77,7 +88,7 @@ const readMarathon = (concurrency: number): Effect.Effect<{
 const failureOf = (scope: string, error: ConsulError | MarathonError): SyncFailure => ({ scope, message: error.message })
 
 /** Reads Consul: the catalog, every agent that matters, and every key below `consular/`. */
-const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: boolean, concurrency: number) =>
+const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: boolean, concurrency: number, withChecks = false) =>
   Effect.gen(function*() {
     const consul = yield* Consul
     const failures: Array<SyncFailure> = []
@@ -105,7 +116,12 @@ const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: bo
     const states = yield* Effect.forEach(agentsToRead, (agent) =>
       // one try for an agent that is not there: the pass goes on without it, the next pass asks again
       consul.agentServices(agent, { retryUnreachable: false }).pipe(
-        Effect.map((services): Diff.AgentState => ({ _tag: "Read", services })),
+        // with TTL checks, an agent is read only when its checks are too: their statuses decide the pushes
+        Effect.flatMap((services) =>
+          withChecks
+            ? Effect.map(consul.agentChecks(agent, { retryUnreachable: false }), (checks): Diff.AgentState => ({ _tag: "Read", services, checks }))
+            : Effect.succeed<Diff.AgentState>({ _tag: "Read", services })
+        ),
         Effect.catchAll((error) => Effect.sync((): Diff.AgentState => {
           failures.push(failureOf(`agent ${agent}`, error))
           return { _tag: "Unreadable", unreachable: isUnreachable(error) }
@@ -139,6 +155,8 @@ const chunk = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>
 }
 
 interface Applied {
+  /** service id -> the agent its registration landed on in this pass */
+  readonly landed?: Map<string, string>
   registered: number
   fallbackRegistered: number
   deregistered: number
@@ -211,16 +229,22 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
      */
     const unlessNewerEvent = (taskId: string, write: Effect.Effect<void>) =>
       topology.locks.withLock(taskId, Effect.flatMap(ledger.taskTouchedSince(taskId, mark), (touched) => touched ? Effect.void : write))
-    const applied: Applied = { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
+    const applied: Applied = { landed: new Map(), registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
     const fail = (scope: string) => (error: ConsulError) => Effect.sync(() => {
       applied.failures.push(failureOf(scope, error))
     })
     const unreachable = new Set<string>()
     for (const [agent, state] of actual.agents) if (state._tag === "Unreadable" && state.unreachable) unreachable.add(agent)
+    // where checks were read, the registration decides them all: one dropped from the body goes (`--health-checks none`)
+    const checksRead = (agent: string) => {
+      const state = actual.agents.get(agent)
+      return state?._tag === "Read" && state.checks !== undefined
+    }
 
     const fallbackRegister = (registration: Registration) =>
-      consul.register(directory.main, registration, { fallbackMode: true, timeout: settings.fallbackTimeout }).pipe(
+      consul.register(directory.main, registration, { fallbackMode: true, timeout: settings.fallbackTimeout, replaceExistingChecks: checksRead(directory.main) }).pipe(
         Effect.tap(() => Effect.sync(() => {
+          applied.landed?.set(registration.ID, directory.main)
           applied.fallbackRegistered++
         })),
         Effect.tap(() => Effect.logWarning("registered on the fallback agent").pipe(Effect.annotateLogs({ service: registration.ID, agent: directory.main }))),
@@ -232,8 +256,9 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
         // known down in this pass: straight to the fallback, or wait for the agent (reported once, when read)
         return settings.fallback && agent !== directory.main ? fallbackRegister(registration) : Effect.void
       }
-      return consul.register(agent, registration, { fallbackMode: settings.fallback }).pipe(
+      return consul.register(agent, registration, { fallbackMode: settings.fallback, replaceExistingChecks: checksRead(agent) }).pipe(
         Effect.tap(() => Effect.sync(() => {
+          applied.landed?.set(registration.ID, agent)
           applied.registered++
         })),
         Effect.catchAll((error) =>
@@ -286,12 +311,45 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     const { apps, rejected } = yield* readMarathon(concurrency)
     // an app without a usable id cannot be told from a gone one: no purge in this pass
     const purge = settings.purge && rejected.every((app) => app.id !== undefined)
-    const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, purge, concurrency)
+    const healthMark = topology.health.seq
+    const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, purge, concurrency, settings.health !== undefined)
     for (const app of rejected) {
       failures.push({ scope: "marathon", message: `app ${app.id ?? "(no id)"} skipped, unreadable: ${app.problem}` })
       yield* Effect.logError("app Marathon listed cannot be read: skipped").pipe(Effect.annotateLogs({ app: app.id ?? "(no id)", problem: app.problem }))
     }
-    const desired = Diff.desiredState(apps, settings.registrationId, directory, rejected.flatMap((app) => app.id === undefined ? [] : [app.id]))
+    const extras = {
+      registrationId: settings.registrationId,
+      serviceMeta: settings.serviceMeta === true,
+      check: settings.health === undefined ? undefined : ttlCheck(settings.registrationId, settings.health)
+    }
+    const skippedMeta = new Map<string, ReadonlyArray<SkippedLabel>>()
+    const decorated = extras.serviceMeta || extras.check !== undefined
+    const desired = Diff.desiredState(
+      apps,
+      settings.registrationId,
+      directory,
+      rejected.flatMap((app) => app.id === undefined ? [] : [app.id]),
+      decorated
+        ? (plain, app) => {
+          const made = decorate(extras, plain, app)
+          if (made.skipped.length > 0) skippedMeta.set(app.id, made.skipped)
+          return made.registration
+        }
+        : undefined
+    )
+    for (const app of apps) {
+      // what events need to build the same registration between passes
+      if (decorated) topology.health.apps.set(app.id, { version: app.version, labels: app.labels, hasHealthChecks: app.hasHealthChecks === true })
+      const skipped = skippedMeta.get(app.id)
+      const warned = topology.health.metaWarned.has(app.id) && topology.health.metaWarned.get(app.id) === app.version
+      if (skipped === undefined || warned) continue
+      topology.health.metaWarned.set(app.id, app.version)
+      yield* Effect.logWarning("app labels left out of Service Meta").pipe(Effect.annotateLogs({
+        app: app.id,
+        version: app.version ?? "",
+        labels: skipped.map((s) => `${s.label} (${s.why})`).join("; ")
+      }))
+    }
     for (const clash of desired.clashes) {
       yield* Effect.logError("app ids share one Consul name: skipped").pipe(
         Effect.annotateLogs({ name: clash.name, ids: clash.ids.join(", ") })
@@ -301,12 +359,34 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       registrationId: settings.registrationId,
       purge,
       fallback: settings.fallback,
-      directory
+      directory,
+      serviceMeta: settings.serviceMeta === true
     })
     const plan = withoutNewerEvents(computed, yield* ledger.since(mark))
     const applied: Applied = settings.dryRun === true
       ? { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
       : yield* applyPlan(plan, actual, directory, settings, concurrency, mark)
+    let checksUpdated = 0
+    if (settings.health !== undefined && settings.dryRun !== true) {
+      const planned = new Set(plan.register.map((s) => s.registration.ID as string))
+      const healthOf = new Map(apps.flatMap((app) => app.tasks.map((task) => [task.id as string, { app, task }] as const)))
+      const relayed = yield* relayInPass({
+        tasks: [...desired.services.values()].map(({ agent, registration }) => {
+          const of = healthOf.get(registration.ID)
+          return { taskId: registration.ID, agent, appHasHealthChecks: of?.app.hasHealthChecks === true, results: of?.task.healthCheckResults }
+        }),
+        checks: (agent) => {
+          const state = actual.agents.get(agent)
+          return state?._tag === "Read" ? state.checks : undefined
+        },
+        landed: applied.landed ?? new Map(),
+        held: (taskId, agent) => !planned.has(taskId) && actual.agents.get(agent)?._tag === "Read",
+        mark: healthMark,
+        touchedSince: (taskId) => ledger.taskTouchedSince(taskId, mark)
+      }, settings.health, concurrency)
+      checksUpdated = relayed.pushed
+      for (const { agent, error } of relayed.failures) applied.failures.push({ scope: `agent ${agent}`, message: error.message })
+    }
     if (settings.dryRun !== true) {
       topology.directory = directory
       topology.clashingIds = desired.clashingIds
@@ -316,7 +396,9 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       for (const [agent, state] of actual.agents) {
         if (state._tag !== "Read") continue
         for (const [id, service] of state.services) {
-          if (isOwnedBy(service.Tags, settings.registrationId)) rememberOwned(topology, agent, id)
+          if (isOwnedBy(service.Tags, settings.registrationId) || (settings.serviceMeta === true && isOwnedByMeta(service.Meta, settings.registrationId))) {
+            rememberOwned(topology, agent, id)
+          }
         }
       }
       for (const { agent, serviceId } of plan.deregister) topology.owned.delete(ownedKey(agent, serviceId))
@@ -343,6 +425,7 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       deregistered: applied.deregistered,
       keysSet: applied.keysSet,
       keysDeleted: applied.keysDeleted,
+      ...(settings.health === undefined ? {} : { checksUpdated }),
       clashes: desired.clashes,
       failures: [...failures, ...applied.failures],
       consulReached: actual.kv !== undefined && [...actual.agents.values()].some((state) => state._tag === "Read")
@@ -367,7 +450,8 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
 export const summaryLines = (report: SyncReport): ReadonlyArray<string> => [
   `apps ${report.apps}, running tasks ${report.tasks}, agents ${report.agents}`,
   `registered ${report.registered}${report.fallbackRegistered > 0 ? ` (+${report.fallbackRegistered} on the fallback agent)` : ""}, ` +
-  `deregistered ${report.deregistered}, keys set ${report.keysSet}, keys deleted ${report.keysDeleted}, errors ${report.failures.length}`,
+  `deregistered ${report.deregistered}, keys set ${report.keysSet}, keys deleted ${report.keysDeleted}, ` +
+  `${report.checksUpdated === undefined ? "" : `checks updated ${report.checksUpdated}, `}errors ${report.failures.length}`,
   ...report.clashes.map((clash) => `name clash: ${clash.name} <- ${clash.ids.join(", ")} (skipped)`),
   ...report.failures.map((failure) => `error: ${failure.scope}: ${failure.message}`)
 ]

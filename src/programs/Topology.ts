@@ -1,6 +1,7 @@
 import { Context, Layer } from "effect"
 import { agentDirectory } from "../domain/Agents.js"
 import type { AgentDirectory } from "../domain/Agents.js"
+import { HealthBook } from "./HealthBook.js"
 import { KeyedLock } from "./KeyedLock.js"
 
 /**
@@ -20,6 +21,8 @@ export interface TopologyView {
   readonly owned: Set<string>
   /** one lock per task, shared by events and sync passes: their writes for one task never interleave */
   readonly locks: KeyedLock
+  /** the TTL checks consular relays (`--health-checks ttl`) */
+  readonly health: HealthBook
 }
 
 export class Topology extends Context.Tag("consular/Topology")<Topology, TopologyView>() {}
@@ -29,7 +32,8 @@ export const makeTopology = (consulUrl: URL): TopologyView => ({
   clashingIds: new Set(),
   labelVersions: new Map(),
   owned: new Set(),
-  locks: new KeyedLock()
+  locks: new KeyedLock(),
+  health: new HealthBook()
 })
 
 /** A cache, not the truth: bounded, and emptied (costing a tag lookup per kill) rather than grown without end. */

@@ -302,7 +302,8 @@ export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySetti
 
   return Consul.of({
     agentServices: (agent, options) =>
-      request(agent, "agent.services", "list services", () => new Map(store.services(agent)), {
+      // as Consul lists them: a service without Meta has an empty one
+      request(agent, "agent.services", "list services", () => new Map([...store.services(agent)].map(([id, service]) => [id, service.Meta === undefined ? { ...service, Meta: {} } : service] as const)), {
         fallbackMode: options?.retryUnreachable === false
       }),
     agentService: (agent, serviceId) =>

@@ -1,0 +1,132 @@
+import type { CheckStatus, HealthObservation, HealthVerdict } from "../domain/Health.js"
+import { healthVerdict, instanceOfTask } from "../domain/Health.js"
+import type { Labels } from "../domain/MarathonApi.js"
+
+/**
+ * What the daemon knows about the TTL checks it relays (`--health-checks ttl`): Marathon's latest word per
+ * instance, and per task the agent that holds its check, what was pushed there and when the next re-push is due.
+ * Memory only: after a start (or a takeover) nothing is known as pushed, so every check is pushed once.
+ */
+
+export interface HealthSettings {
+  /** Go duration, as given to `--health-ttl` */
+  readonly ttl: string
+  readonly ttlMillis: number
+  /** `--initial-health`: until Marathon has a first result for a task whose app has health checks */
+  readonly initial: CheckStatus
+  /** Go duration, as given to `--deregister-critical-after` */
+  readonly deregisterCriticalAfter?: string | undefined
+}
+
+export interface Pushed {
+  readonly status: CheckStatus
+  readonly output: string
+  /** by the clock in use, milliseconds */
+  readonly at: number
+}
+
+export interface TrackedTask {
+  readonly agent: string
+  readonly instance: string
+  readonly appHasHealthChecks: boolean
+  pushed: Pushed | undefined
+  /** when the re-push is due; undefined: not pushed yet */
+  due: number | undefined
+}
+
+/** An app as events need it to build a registration: its labels (Meta) and whether it has health checks. */
+export interface KnownApp {
+  readonly version: string | undefined
+  readonly labels: Labels | undefined
+  readonly hasHealthChecks: boolean
+}
+
+/** 32-bit FNV-1a, as a fraction in [0, 1): where a task's re-push falls in the window, the same every time. */
+const spreadOf = (id: string): number => {
+  let hash = 0x811c9dc5
+  for (let i = 0; i < id.length; i++) {
+    hash ^= id.charCodeAt(i)
+    hash = Math.imul(hash, 0x01000193) >>> 0
+  }
+  return hash / 4294967296
+}
+
+/**
+ * Re-pushes fall between a quarter and 45% of the TTL after the last push, each task at its own point of that
+ * window: never a burst, and with the timer's tick (at most a fortieth of the TTL) always before half the TTL.
+ */
+export const repushDelay = (taskId: string, ttlMillis: number): number => Math.round(ttlMillis * (0.25 + 0.2 * spreadOf(taskId)))
+
+/** The timer's tick: a fortieth of the TTL, between 10 ms and a minute. */
+export const repushTick = (ttlMillis: number): number => Math.min(60_000, Math.max(10, Math.floor(ttlMillis / 40)))
+
+export class HealthBook {
+  readonly tasks = new Map<string, TrackedTask>()
+  private readonly byInstance = new Map<string, Set<string>>()
+  private readonly observations = new Map<string, { readonly observation: HealthObservation; readonly seq: number }>()
+  /** app id -> what events need of it; filled by passes and by events' reads of the app */
+  readonly apps = new Map<string, KnownApp>()
+  /** app id -> the version whose labels left out of Meta were warned about */
+  readonly metaWarned = new Map<string, string | undefined>()
+  /** counts health events: a pass leaves alone what an event said after the pass read Marathon */
+  seq = 0
+
+  track(taskId: string, agent: string, appHasHealthChecks: boolean): TrackedTask {
+    const existing = this.tasks.get(taskId)
+    if (existing !== undefined && existing.agent === agent && existing.appHasHealthChecks === appHasHealthChecks) return existing
+    const instance = instanceOfTask(taskId)
+    const tracked: TrackedTask = { agent, instance, appHasHealthChecks, pushed: existing?.agent === agent ? existing.pushed : undefined, due: existing?.agent === agent ? existing.due : undefined }
+    this.tasks.set(taskId, tracked)
+    let siblings = this.byInstance.get(instance)
+    if (siblings === undefined) {
+      siblings = new Set()
+      this.byInstance.set(instance, siblings)
+    }
+    siblings.add(taskId)
+    return tracked
+  }
+
+  forget(taskId: string): void {
+    const tracked = this.tasks.get(taskId)
+    if (tracked === undefined) return
+    this.tasks.delete(taskId)
+    const siblings = this.byInstance.get(tracked.instance)
+    siblings?.delete(taskId)
+    if (siblings !== undefined && siblings.size === 0) {
+      this.byInstance.delete(tracked.instance)
+      this.observations.delete(tracked.instance)
+    }
+  }
+
+  tasksOf(instance: string): ReadonlyArray<string> {
+    return [...(this.byInstance.get(instance) ?? [])]
+  }
+
+  /** An event's word on an instance: newer than anything a pass under way read. */
+  observeEvent(instance: string, observation: HealthObservation): void {
+    this.seq++
+    this.observations.set(instance, { observation, seq: this.seq })
+  }
+
+  /** A pass's reading of Marathon, unless an event spoke of the instance after `mark` (the pass's start). */
+  observePass(instance: string, observation: HealthObservation, mark: number): void {
+    const known = this.observations.get(instance)
+    if (known !== undefined && known.seq > mark) return
+    this.observations.set(instance, { observation, seq: known?.seq ?? 0 })
+  }
+
+  eventSince(instance: string, mark: number): boolean {
+    return (this.observations.get(instance)?.seq ?? 0) > mark
+  }
+
+  verdict(taskId: string, appHasHealthChecks: boolean, initial: CheckStatus): HealthVerdict {
+    return healthVerdict({ appHasHealthChecks, latest: this.observations.get(instanceOfTask(taskId))?.observation, initial })
+  }
+
+  /** Tasks whose re-push is due at `now`, oldest due first. */
+  due(now: number): ReadonlyArray<string> {
+    const found: Array<[string, number]> = []
+    for (const [taskId, tracked] of this.tasks) if (tracked.due !== undefined && tracked.due <= now) found.push([taskId, tracked.due])
+    return found.sort((a, b) => a[1] - b[1]).map(([taskId]) => taskId)
+  }
+}
