@@ -41,14 +41,20 @@ export interface KnownApp {
   readonly hasHealthChecks: boolean
 }
 
-/** 32-bit FNV-1a, as a fraction in [0, 1): where a task's re-push falls in the window, the same every time. */
+/** 32-bit FNV-1a, mixed, as a fraction in [0, 1): where a task's re-push falls in the window, the same every time. */
 const spreadOf = (id: string): number => {
   let hash = 0x811c9dc5
   for (let i = 0; i < id.length; i++) {
     hash ^= id.charCodeAt(i)
     hash = Math.imul(hash, 0x01000193) >>> 0
   }
-  return hash / 4294967296
+  // murmur3's finaliser: ids that differ in their last character (web.1, web.2) land far apart
+  hash ^= hash >>> 16
+  hash = Math.imul(hash, 0x85ebca6b) >>> 0
+  hash ^= hash >>> 13
+  hash = Math.imul(hash, 0xc2b2ae35) >>> 0
+  hash ^= hash >>> 16
+  return (hash >>> 0) / 4294967296
 }
 
 /**
