@@ -76,6 +76,8 @@ export class HealthBook {
   readonly metaWarned = new Map<string, string | undefined>()
   /** counts health events: a pass leaves alone what an event said after the pass read Marathon */
   seq = 0
+  /** a pass without TTL checks has looked for ours on every agent and dropped them: later passes need not look */
+  checksSwept = false
 
   track(taskId: string, agent: string, appHasHealthChecks: boolean): TrackedTask {
     const existing = this.tasks.get(taskId)

@@ -9,7 +9,7 @@ import { isUnreachable } from "../domain/Errors.js"
 import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
 import type { RejectedApp } from "../domain/MarathonApi.js"
-import { appName, isOwnedBy, kvRoot, parseLabelKey } from "../domain/Naming.js"
+import { appName, isOwnedBy, kvRoot, parseLabelKey, ttlCheckId } from "../domain/Naming.js"
 import { decorate, ttlCheck } from "../domain/RegistrationExtras.js"
 import type { SkippedLabel } from "../domain/ServiceMeta.js"
 import { isOwnedByMeta } from "../domain/ServiceMeta.js"
@@ -88,7 +88,13 @@ const readMarathon = (concurrency: number): Effect.Effect<{
 const failureOf = (scope: string, error: ConsulError | MarathonError): SyncFailure => ({ scope, message: error.message })
 
 /** Reads Consul: the catalog, every agent that matters, and every key below `consular/`. */
-const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: boolean, concurrency: number, withChecks = false) =>
+/**
+ * `required`: checks decide the pushes (`--health-checks ttl`), an agent whose checks cannot be read is unreadable;
+ * `sweep`: read to find checks left by an earlier `--health-checks ttl` (dropped by re-registering), best effort.
+ */
+type CheckReading = "skip" | "required" | "sweep"
+
+const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: boolean, concurrency: number, checkReading: CheckReading = "skip") =>
   Effect.gen(function*() {
     const consul = yield* Consul
     const failures: Array<SyncFailure> = []
@@ -118,9 +124,12 @@ const readConsul = (apps: ReadonlyArray<AppWithTasks>, consulUrl: URL, purge: bo
       consul.agentServices(agent, { retryUnreachable: false }).pipe(
         // with TTL checks, an agent is read only when its checks are too: their statuses decide the pushes
         Effect.flatMap((services) =>
-          withChecks
-            ? Effect.map(consul.agentChecks(agent, { retryUnreachable: false }), (checks): Diff.AgentState => ({ _tag: "Read", services, checks }))
-            : Effect.succeed<Diff.AgentState>({ _tag: "Read", services })
+          checkReading === "skip"
+            ? Effect.succeed<Diff.AgentState>({ _tag: "Read", services })
+            : consul.agentChecks(agent, { retryUnreachable: false }).pipe(
+              Effect.map((checks): Diff.AgentState => ({ _tag: "Read", services, checks })),
+              checkReading === "sweep" ? Effect.orElseSucceed((): Diff.AgentState => ({ _tag: "Read", services })) : (read) => read
+            )
         ),
         Effect.catchAll((error) => Effect.sync((): Diff.AgentState => {
           failures.push(failureOf(`agent ${agent}`, error))
@@ -235,14 +244,14 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
     })
     const unreachable = new Set<string>()
     for (const [agent, state] of actual.agents) if (state._tag === "Unreadable" && state.unreachable) unreachable.add(agent)
-    // where checks were read, the registration decides them all: one dropped from the body goes (`--health-checks none`)
-    const checksRead = (agent: string) => {
+    // a check of ours left by an earlier `--health-checks ttl` goes with the registration that no longer has it
+    const staleCheck = (agent: string, registration: Registration) => {
       const state = actual.agents.get(agent)
-      return state?._tag === "Read" && state.checks !== undefined
+      return registration.Check === undefined && state?._tag === "Read" && state.checks?.has(ttlCheckId(registration.ID)) === true
     }
 
     const fallbackRegister = (registration: Registration) =>
-      consul.register(directory.main, registration, { fallbackMode: true, timeout: settings.fallbackTimeout, replaceExistingChecks: checksRead(directory.main) }).pipe(
+      consul.register(directory.main, registration, { fallbackMode: true, timeout: settings.fallbackTimeout, replaceExistingChecks: staleCheck(directory.main, registration) }).pipe(
         Effect.tap(() => Effect.sync(() => {
           applied.landed?.set(registration.ID, directory.main)
           applied.fallbackRegistered++
@@ -256,7 +265,7 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
         // known down in this pass: straight to the fallback, or wait for the agent (reported once, when read)
         return settings.fallback && agent !== directory.main ? fallbackRegister(registration) : Effect.void
       }
-      return consul.register(agent, registration, { fallbackMode: settings.fallback, replaceExistingChecks: checksRead(agent) }).pipe(
+      return consul.register(agent, registration, { fallbackMode: settings.fallback, replaceExistingChecks: staleCheck(agent, registration) }).pipe(
         Effect.tap(() => Effect.sync(() => {
           applied.landed?.set(registration.ID, agent)
           applied.registered++
@@ -312,7 +321,9 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     // an app without a usable id cannot be told from a gone one: no purge in this pass
     const purge = settings.purge && rejected.every((app) => app.id !== undefined)
     const healthMark = topology.health.seq
-    const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, purge, concurrency, settings.health !== undefined)
+    // without TTL checks, the first pass of a process still looks for ours, left by an earlier `ttl`, to drop them
+    const checkReading: CheckReading = settings.health !== undefined ? "required" : topology.health.checksSwept ? "skip" : "sweep"
+    const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, purge, concurrency, checkReading)
     for (const app of rejected) {
       failures.push({ scope: "marathon", message: `app ${app.id ?? "(no id)"} skipped, unreadable: ${app.problem}` })
       yield* Effect.logError("app Marathon listed cannot be read: skipped").pipe(Effect.annotateLogs({ app: app.id ?? "(no id)", problem: app.problem }))
@@ -366,6 +377,10 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     const applied: Applied = settings.dryRun === true
       ? { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
       : yield* applyPlan(plan, actual, directory, settings, concurrency, mark)
+    if (checkReading === "sweep" && settings.dryRun !== true && applied.failures.length === 0 &&
+      [...actual.agents.values()].every((state) => state._tag === "Read" && state.checks !== undefined)) {
+      topology.health.checksSwept = true
+    }
     let checksUpdated = 0
     if (settings.health !== undefined && settings.dryRun !== true) {
       const planned = new Set(plan.register.map((s) => s.registration.ID as string))

@@ -339,3 +339,32 @@ describe("the re-push timer", () => {
       }).pipe(Effect.provide(layer))
     }))
 })
+
+describe("turning the flags off again", () => {
+  it.scopedLive("--health-checks none and no --service-meta after ttl and Meta: the next process's pass restores today's registration", () =>
+    Effect.gen(function*() {
+      const before = yield* makeDatacenter()
+      before.marathon.putApp("/web", { tier: "front" })
+      before.marathon.setTask("/web", { id: "web.1", host: "127.0.0.2", ports: [31001] }, false)
+      yield* syncPass(before, { health: ttl, serviceMeta: true })
+      expect(checkOf(before, "127.0.0.2", "web.1")).toBeDefined()
+      // a new process (a fresh daemon memory) on the same Consul and Marathon, with both flags off
+      const after = yield* makeDatacenter()
+      for (const [id, service] of before.consul.services("127.0.0.2")) {
+        after.consul.register("127.0.0.2", { ID: id, Name: service.Service, Address: service.Address, Port: service.Port, Tags: service.Tags ?? [], Meta: service.Meta!, Check: { TTL: "1h", Notes: notes } })
+      }
+      after.marathon.putApp("/web", { tier: "front" })
+      after.marathon.setTask("/web", { id: "web.1", host: "127.0.0.2", ports: [31001] }, false)
+      const report = yield* syncPass(after)
+      expect(report.registered).toBe(1)
+      expect(Object.fromEntries(after.consul.services("127.0.0.2"))).toEqual({
+        "web.1": { ID: "web.1", Service: "web", Address: "127.0.0.2", Port: 31001, Tags: ours("/web") }
+      })
+      expect(after.consul.checks("127.0.0.2").size).toBe(0)
+      // and once swept, an idle pass is today's: no check reads, no writes
+      after.consul.resetCounters()
+      yield* syncPass(after)
+      expect(after.consul.writes).toBe(0)
+      expect(after.consul.log.filter((entry) => entry.operation === "agent.checks")).toEqual([])
+    }))
+})
