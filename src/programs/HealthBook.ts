@@ -123,6 +123,13 @@ export class HealthBook {
     this.observations.set(instance, { observation, seq: known?.seq ?? 0 })
   }
 
+  /** Marathon's word on instances with no task here any more (an event for a task consular never registered). */
+  pruneObservations(mark: number): void {
+    for (const [instance, known] of this.observations) {
+      if (known.seq <= mark && !this.byInstance.has(instance)) this.observations.delete(instance)
+    }
+  }
+
   eventSince(instance: string, mark: number): boolean {
     return (this.observations.get(instance)?.seq ?? 0) > mark
   }

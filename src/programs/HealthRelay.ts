@@ -175,5 +175,6 @@ export const relayInPass = (
     for (const taskId of [...book.tasks.keys()]) {
       if (!running.has(taskId) && !(yield* pass.touchedSince(taskId))) book.forget(taskId)
     }
+    book.pruneObservations(pass.mark)
     return { pushed, failures }
   })
