@@ -161,8 +161,11 @@ interface SyncRun {
   readonly summary: string
 }
 
+/** More flags for both the sync and the daemon, e.g. BENCH_FLAGS="--health-checks ttl --service-meta". */
+const benchFlags = (process.env["BENCH_FLAGS"] ?? "").split(/\s+/).filter((flag) => flag !== "")
+
 const syncArgs = (consulPort: number, marathonUrl: string) =>
-  [mainJs, "sync", "--purge", "--consul", consulUrl(consulPort), "--marathon", marathonUrl, "--registration-id", registrationId]
+  [mainJs, "sync", "--purge", "--consul", consulUrl(consulPort), "--marathon", marathonUrl, "--registration-id", registrationId, ...benchFlags]
 
 const runSync = async (consulPort: number, marathonUrl: string, what: string): Promise<SyncRun> => {
   const cpu0 = ownCpuMs()
@@ -372,7 +375,7 @@ const measureDaemon = async (consulPort: number, marathonUrl: string): Promise<D
   const daemon: Daemon = start(node, [
     mainJs, "run", "--host", "127.0.0.1", "--port", String(port),
     "--consul", consulUrl(consulPort), "--marathon", marathonUrl,
-    "--registration-id", registrationId, "--sync-interval", "3600", "--events", "callback"
+    "--registration-id", registrationId, "--sync-interval", "3600", "--events", "callback", ...benchFlags
   ])
   const pool = new Pool(`http://127.0.0.1:${port}`, {
     connections: sizes.concurrency,

@@ -63,6 +63,12 @@ const spreadOf = (id: string): number => {
  */
 export const repushDelay = (taskId: string, ttlMillis: number): number => Math.round(ttlMillis * (0.25 + 0.2 * spreadOf(taskId)))
 
+/**
+ * A check a new process finds already right in Consul: it was pushed by the process before, at most about half
+ * the TTL ago, so the timer pushes it once within the first fifth of the TTL, each at its own point.
+ */
+export const firstRepushDelay = (taskId: string, ttlMillis: number): number => Math.round(ttlMillis * 0.2 * spreadOf(taskId))
+
 /** The timer's tick: a fortieth of the TTL, between 10 ms and a minute. */
 export const repushTick = (ttlMillis: number): number => Math.min(60_000, Math.max(10, Math.floor(ttlMillis / 40)))
 

@@ -5,7 +5,7 @@ import { instanceOfTask } from "../domain/Health.js"
 import type { HealthCheckResult, HealthObservation, HealthVerdict } from "../domain/Health.js"
 import { ttlCheckId } from "../domain/Naming.js"
 import { Consul } from "../services/Consul.js"
-import { repushDelay, repushTick } from "./HealthBook.js"
+import { firstRepushDelay, repushDelay, repushTick } from "./HealthBook.js"
 import type { HealthSettings, TrackedTask } from "./HealthBook.js"
 import { Topology } from "./Topology.js"
 
@@ -132,8 +132,8 @@ export interface PassHealth {
 }
 
 /**
- * A pass's part: Marathon's results as read, the verdict of every task, pushed where Consul's check differs or
- * nothing was pushed since the start; tasks no longer running are forgotten. Returns how many were pushed and
+ * A pass's part: Marathon's results as read, the verdict of every task, pushed where Consul's check differs (a
+ * check already right is left to the timer); tasks no longer running are forgotten. Returns how many were pushed and
  * the failures, per agent.
  */
 export const relayInPass = (
@@ -161,7 +161,15 @@ export const relayInPass = (
         const verdict = book.verdict(task.taskId, task.appHasHealthChecks, settings.initial)
         const inConsul = landedOn === undefined ? pass.checks(agent)?.get(ttlCheckId(task.taskId)) : undefined
         const current = inConsul !== undefined && inConsul.Status === verdict.status && inConsul.Output === verdict.output
-        if (current && tracked.pushed !== undefined) return
+        if (current) {
+          // right already: no write now; one a new process has not pushed yet is re-pushed soon by the timer, spread
+          if (tracked.pushed === undefined) {
+            const now = yield* Clock.currentTimeMillis
+            tracked.pushed = { status: verdict.status, output: verdict.output, at: now }
+            tracked.due = now + firstRepushDelay(task.taskId, settings.ttlMillis)
+          }
+          return
+        }
         yield* pushVerdict(task.taskId, tracked, verdict, settings).pipe(
           Effect.tap(() => Effect.sync(() => {
             pushed++

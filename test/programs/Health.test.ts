@@ -2,6 +2,9 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, TestClock } from "effect"
 import type { Registration } from "../../src/domain/ConsulApi.js"
 import { Consul, makeConsulMemory } from "../../src/services/Consul.js"
+import { Marathon, makeMarathonMemory } from "../../src/services/Marathon.js"
+import { MarathonStore } from "../../src/services/MarathonStore.js"
+import { LedgerLive } from "../../src/programs/Ledger.js"
 import { ConsulStore } from "../../src/services/ConsulStore.js"
 import type { StoredCheck } from "../../src/services/ConsulStore.js"
 import { LoggedLines, LoggerMemory } from "../../src/services/Logger.js"
@@ -366,5 +369,44 @@ describe("turning the flags off again", () => {
       yield* syncPass(after)
       expect(after.consul.writes).toBe(0)
       expect(after.consul.log.filter((entry) => entry.operation === "agent.checks")).toEqual([])
+    }))
+})
+
+describe("a new process", () => {
+  it.effect("writes nothing for checks Consul already shows right, and its timer pushes each once within a fifth of the TTL, spread", () =>
+    Effect.gen(function*() {
+      const consul = new ConsulStore("127.0.0.1")
+      consul.addAgent("127.0.0.1")
+      consul.addAgent("127.0.0.2")
+      const marathon = new MarathonStore()
+      const ids = Array.from({ length: 20 }, (_, i) => `web.${i}`)
+      for (const id of ids) marathon.setTask("/web", { id, host: "127.0.0.2", ports: [1] }, false)
+      const health: HealthSettings = { ttl: "40s", ttlMillis: 40_000, initial: "critical" }
+      const consulUrl = new URL("http://127.0.0.1:8500")
+      const settings = { registrationId: "consular", purge: false, fallback: false, fallbackTimeout: "1 second", consulUrl, health } as const
+      const process = () =>
+        Layer.mergeAll(
+          Layer.succeed(Consul, makeConsulMemory(consul, { retries: 0 })),
+          Layer.succeed(Marathon, makeMarathonMemory(marathon, { retries: 0 })),
+          LedgerLive,
+          TopologyLive(consulUrl)
+        )
+      const first = yield* syncOnce(settings).pipe(Effect.provide(process()))
+      expect(first.checksUpdated).toBe(20)
+      // the daemon restarts: a fresh memory, the same Consul
+      consul.resetCounters()
+      yield* Effect.gen(function*() {
+        const second = yield* syncOnce(settings)
+        expect(second.checksUpdated).toBe(0)
+        expect(consul.writes).toBe(0)
+        const loop = yield* Effect.fork(repushLoop(health))
+        const updates = () => consul.log.filter((entry) => entry.operation === "agent.checkUpdate").length
+        yield* TestClock.adjust("4 seconds")
+        expect(updates()).toBeGreaterThan(0) // spread: some now, the rest later
+        expect(updates()).toBeLessThan(20)
+        yield* TestClock.adjust("5 seconds") // a fifth of the TTL, and a tick
+        yield* Fiber.interrupt(loop)
+        expect(updates()).toBe(20)
+      }).pipe(Effect.provide(process()))
     }))
 })
