@@ -212,7 +212,7 @@ export const makeEventHandler = (settings: EventSettings) =>
     const decorated = extras.serviceMeta || extras.check !== undefined
 
     /** The app as the registration needs it (labels, health checks): known from the last pass or this version's read. */
-    const knownApp = (event: StatusUpdateEvent): Effect.Effect<KnownApp | undefined, MarathonError> => {
+    const knownApp = (event: StatusUpdateEvent): Effect.Effect<KnownApp | undefined> => {
       const known = topology.health.apps.get(event.appId)
       if (known !== undefined && event.version !== undefined && known.version === event.version) return Effect.succeed(known)
       return marathon.app(event.appId).pipe(
@@ -221,7 +221,12 @@ export const makeEventHandler = (settings: EventSettings) =>
           topology.health.apps.set(app.id, read)
           return read
         }),
-        Effect.catchTag("NotFound", () => Effect.succeed(undefined))
+        Effect.catchTag("NotFound", () => Effect.succeed(undefined)),
+        // the task is registered all the same: without the labels in Meta and with the initial status until the next pass
+        Effect.catchTag("MarathonError", (error) =>
+          Effect.as(Effect.logWarning("app of a running task unreadable: registered without its labels in Meta").pipe(
+            Effect.annotateLogs({ app: event.appId, error: error.message })
+          ), undefined))
       )
     }
 

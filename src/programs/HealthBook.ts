@@ -144,6 +144,14 @@ export class HealthBook {
     return healthVerdict({ appHasHealthChecks, latest: this.observations.get(instanceOfTask(taskId))?.observation, initial })
   }
 
+  /** After a takeover (another consular pushed meanwhile): nothing is known as pushed, as after a start. */
+  forgetPushes(): void {
+    for (const tracked of this.tasks.values()) {
+      tracked.pushed = undefined
+      tracked.due = undefined
+    }
+  }
+
   /** Tasks whose re-push is due at `now`, oldest due first. */
   due(now: number): ReadonlyArray<string> {
     const found: Array<[string, number]> = []
