@@ -304,7 +304,9 @@ const runHandler = (o: DaemonOptions) => {
     syncInterval: o.syncInterval,
     maxEventBytes: o.maxEventBytes,
     events: o.events,
-    eventsSecret: Option.getOrUndefined(o.eventsSecretFile)
+    eventsSecret: Option.getOrUndefined(o.eventsSecretFile),
+    // the daemon's first pass drops checks an earlier --health-checks ttl left
+    sweepStaleChecks: true
   }
   return Effect.flatMap(loadDaemon, ({ daemonObservability, runDaemon }) =>
     runDaemon(settings).pipe(

@@ -38,6 +38,11 @@ export interface SyncSettings {
   readonly serviceMeta?: boolean | undefined
   /** `--health-checks ttl`; absent: `none` */
   readonly health?: HealthSettings | undefined
+  /**
+   * Without TTL checks, the first pass of this process looks for checks an earlier `--health-checks ttl` left on
+   * our services, and drops them (the daemon sets it; a one-shot sync reads Consul exactly as before)
+   */
+  readonly sweepStaleChecks?: boolean | undefined
 }
 
 export interface SyncFailure {
@@ -322,7 +327,11 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     const purge = settings.purge && rejected.every((app) => app.id !== undefined)
     const healthMark = topology.health.seq
     // without TTL checks, the first pass of a process still looks for ours, left by an earlier `ttl`, to drop them
-    const checkReading: CheckReading = settings.health !== undefined ? "required" : topology.health.checksSwept ? "skip" : "sweep"
+    const checkReading: CheckReading = settings.health !== undefined
+      ? "required"
+      : settings.sweepStaleChecks === true && !topology.health.checksSwept
+      ? "sweep"
+      : "skip"
     const { directory, actual, failures } = yield* readConsul(apps, settings.consulUrl, purge, concurrency, checkReading)
     for (const app of rejected) {
       failures.push({ scope: "marathon", message: `app ${app.id ?? "(no id)"} skipped, unreadable: ${app.problem}` })

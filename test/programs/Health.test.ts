@@ -344,7 +344,7 @@ describe("the re-push timer", () => {
 })
 
 describe("turning the flags off again", () => {
-  it.scopedLive("--health-checks none and no --service-meta after ttl and Meta: the next process's pass restores today's registration", () =>
+  it.scopedLive("--health-checks none and no --service-meta after ttl and Meta: the next daemon's first pass restores today's registration", () =>
     Effect.gen(function*() {
       const before = yield* makeDatacenter()
       before.marathon.putApp("/web", { tier: "front" })
@@ -358,7 +358,7 @@ describe("turning the flags off again", () => {
       }
       after.marathon.putApp("/web", { tier: "front" })
       after.marathon.setTask("/web", { id: "web.1", host: "127.0.0.2", ports: [31001] }, false)
-      const report = yield* syncPass(after)
+      const report = yield* syncPass(after, { sweepStaleChecks: true })
       expect(report.registered).toBe(1)
       expect(Object.fromEntries(after.consul.services("127.0.0.2"))).toEqual({
         "web.1": { ID: "web.1", Service: "web", Address: "127.0.0.2", Port: 31001, Tags: ours("/web") }
@@ -366,7 +366,7 @@ describe("turning the flags off again", () => {
       expect(after.consul.checks("127.0.0.2").size).toBe(0)
       // and once swept, an idle pass is today's: no check reads, no writes
       after.consul.resetCounters()
-      yield* syncPass(after)
+      yield* syncPass(after, { sweepStaleChecks: true })
       expect(after.consul.writes).toBe(0)
       expect(after.consul.log.filter((entry) => entry.operation === "agent.checks")).toEqual([])
     }))
