@@ -71,12 +71,14 @@ export interface ExtrasSettings {
 export const decorate = (
   settings: ExtrasSettings,
   plain: Registration,
-  app: { readonly id: string; readonly labels?: Readonly<Record<string, string>> | undefined }
+  app: { readonly id: string; readonly labels?: Readonly<Record<string, string>> | undefined },
+  /** the Marathon task (a registration per port has an ID of its own) */
+  taskId: string = plain.ID
 ): { readonly registration: Registration; readonly skipped: ReadonlyArray<SkippedLabel> } => {
   let registration = plain
   let skipped: ReadonlyArray<SkippedLabel> = []
   if (settings.serviceMeta) {
-    const made = serviceMeta({ appId: app.id, taskId: plain.ID, registrationId: settings.registrationId, labels: app.labels })
+    const made = serviceMeta({ appId: app.id, taskId, registrationId: settings.registrationId, labels: app.labels })
     registration = withServiceMeta(registration, made.meta)
     skipped = made.skipped
   }

@@ -267,7 +267,7 @@ export const makeEventHandler = (settings: EventSettings) =>
         const agent = topology.directory.resolve(event.host)
         const plain = registration(settings.registrationId, event.appId, { id: event.taskId, host: event.host, ports: event.ports })
         const app = decorated ? yield* knownApp(event) : undefined
-        const wanted = decorated ? decorate(extras, plain, { id: event.appId, labels: app?.labels }).registration : plain
+        const wanted = decorated ? decorate(extras, plain, { id: event.appId, labels: app?.labels }, event.taskId).registration : plain
         const registeredOn = yield* consul.register(agent, wanted, { fallbackMode: settings.fallback }).pipe(
           Effect.as(agent),
           Effect.catchTag("ConsulError", (error) =>

@@ -350,8 +350,8 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       directory,
       rejected.flatMap((app) => app.id === undefined ? [] : [app.id]),
       decorated
-        ? (plain, app) => {
-          const made = decorate(extras, plain, app)
+        ? (plain, app, task) => {
+          const made = decorate(extras, plain, app, task.id)
           if (made.skipped.length > 0) skippedMeta.set(app.id, made.skipped)
           return made.registration
         }
