@@ -167,15 +167,15 @@ const servicePerPort = switchFlag({
 })
 const serviceMeta = switchFlag({
   name: "service-meta", group: "sync", applies: "all", default: "off",
-  description: "Service Meta on every registration: external-source, Marathon app and task ids, registration id, and the app's labels"
+  description: "Meta on every service: Marathon ids, reg id, labels"
 })
 const healthChecks = choiceFlag({
   name: "health-checks", group: "sync", applies: "all", default: "none",
-  description: "ttl: each service carries a TTL check whose status mirrors Marathon's health checks; none: no check"
+  description: "ttl: a TTL check with Marathon's health verdict"
 }, ["none", "ttl"])
 const initialHealth = choiceFlag({
   name: "initial-health", group: "sync", applies: "all", default: "critical",
-  description: "check status until Marathon has a first result for a task whose app has health checks"
+  description: "status until Marathon's first health result"
 }, ["passing", "warning", "critical"])
 /** A duration Consul is given as written (a check's TTL): Go's syntax only, kept as text, with its milliseconds. */
 const goDuration = (valid: (millis: number) => boolean) => (raw: string): { readonly text: string; readonly millis: number } | undefined => {
@@ -184,12 +184,12 @@ const goDuration = (valid: (millis: number) => boolean) => (raw: string): { read
 }
 const healthTtl = valueFlag({
   name: "health-ttl", group: "sync", applies: "all", value: "DURATION", default: "1h",
-  description: "TTL of the checks; consular re-pushes each before half of it has gone"
+  description: "TTL of the checks, re-pushed before half of it has gone"
 }, goDuration((millis) => millis >= 1000 && millis <= longestTimer), "must be a duration of at least 1s, such as 1h or 90m")
 const deregisterCriticalAfter = define(
   {
     name: "deregister-critical-after", group: "sync", applies: "all", value: "DURATION",
-    description: "Consul deregisters a service whose check stayed critical this long (at least 1m); also tasks Marathon marks unhealthy"
+    description: "Consul drops a service critical this long (at least 1m)"
   },
   Options.text("deregister-critical-after").pipe(
     Options.optional,

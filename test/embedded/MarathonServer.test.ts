@@ -370,7 +370,7 @@ describe("embedded Marathon", () => {
       expect(web.healthChecks).toEqual([{ protocol: "HTTP", path: "/health", portIndex: 0 }])
       expect(web.tasks[0]?.healthCheckResults).toEqual([]) // no result yet
       expect(before.apps.find((app) => app.id === "/empty")?.healthChecks).toEqual([])
-      const events = yield* openEvents(`${url}/v2/events?event_type=health_status_changed_event&event_type=instance_health_changed_event`)
+      const events = yield* openEvents(`${url}/v2/events?event_type=event_stream_attached&event_type=health_status_changed_event&event_type=instance_health_changed_event`)
       yield* events.next(1) // attached
       store.setTaskHealth("/grp/web", "web.1", false, { cause: "503" })
       const [changed, instance] = yield* events.next(2)
