@@ -224,6 +224,44 @@ describe("--health-checks ttl against the embedded Marathon and Consul", () => {
     }))
 })
 
+describe("--health-checks ttl with --service-per-port", () => {
+  it.scopedLive("each service of a task has its own check with its task's status: an event on the instance or the task reaches them all, a kill drops them all", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter()
+      const perPort = { health: ttl, servicePerPort: true }
+      dc.marathon.putApp("/web")
+      dc.marathon.setHealthChecks("/web", [{ protocol: "HTTP", path: "/health", portIndex: 0 }])
+      dc.marathon.setTask("/web", { id: "web.instance-1._app.1", host: "127.0.0.2", ports: [31001, 31002] }, false)
+      dc.marathon.setTaskHealth("/web", "web.instance-1._app.1", true, { emit: false })
+      // an older Marathon's task id has no "._app.": its services' checks follow the task itself
+      dc.marathon.setTask("/old", { id: "old.1", host: "127.0.0.3", ports: [41001, 41002] }, false)
+      dc.marathon.setHealthChecks("/old", [{ protocol: "TCP" }])
+      dc.marathon.setTaskHealth("/old", "old.1", true, { emit: false })
+      const daemon = yield* serveDaemon(dc, perPort)
+      yield* syncPass(dc, perPort)
+      const web = ["web.instance-1._app.1", "web.instance-1._app.1:1"]
+      const old = ["old.1", "old.1:1"]
+      for (const id of web) expect(checkOf(dc, "127.0.0.2", id)?.Status, id).toBe("passing")
+      for (const id of old) expect(checkOf(dc, "127.0.0.3", id)?.Status, id).toBe("passing")
+      yield* daemon.post({ eventType: "health_status_changed_event", appId: "/web", instanceId: "web.instance-1", alive: false })
+      for (const id of web) expect(checkOf(dc, "127.0.0.2", id)?.Status, id).toBe("critical")
+      yield* daemon.post({ eventType: "health_status_changed_event", appId: "/old", taskId: "old.1", alive: false })
+      for (const id of old) expect(checkOf(dc, "127.0.0.3", id)?.Status, id).toBe("critical")
+      // a pass reads Marathon's results (their words as Output), and the next one, nothing changed, writes nothing
+      dc.marathon.setTaskHealth("/web", "web.instance-1._app.1", false, { emit: false })
+      dc.marathon.setTaskHealth("/old", "old.1", false, { emit: false })
+      yield* syncPass(dc, perPort)
+      for (const id of web) expect(checkOf(dc, "127.0.0.2", id)?.Status, id).toBe("critical")
+      for (const id of old) expect(checkOf(dc, "127.0.0.3", id)?.Status, id).toBe("critical")
+      dc.consul.resetCounters()
+      yield* syncPass(dc, perPort)
+      expect(dc.consul.writes).toBe(0)
+      yield* daemon.post(statusUpdate({ taskId: "old.1", taskStatus: "TASK_KILLED", appId: "/old", host: "127.0.0.3" }))
+      expect(dc.consul.services("127.0.0.3").size).toBe(0)
+      expect(dc.consul.checks("127.0.0.3").size).toBe(0)
+    }))
+})
+
 describe("--service-meta", () => {
   it.scopedLive("Meta exactly as specified; labels breaking Consul's rules are skipped with one warning per app version", () =>
     Effect.gen(function*() {
