@@ -112,7 +112,7 @@ describe("consular installed globally from the tarball", () => {
       const result = yield* runProcess("consular", ["sync", "--dry-run", "--consul", dc.consulUrl.href, "--marathon", dc.marathonUrl.href],
         { cwd: outside, env: installedPath() })
       expect(result.code, result.stderr).toBe(0)
-      expect(result.stdout).toContain("register web.1 (shop-web) on agent 127.0.0.2")
+      expect(result.stdout).toContain("register web.1 (shop-web) at 127.0.0.2:8080 on agent 127.0.0.2")
       expect(result.stdout).toContain("set consular/shop-web/domain")
       expect(dc.consul.writes).toBe(0)
     }))
