@@ -180,8 +180,11 @@ interface SyncRun {
 const floorSyncArgs = ({ consulPort, marathonUrl }: Servers, extra: ReadonlyArray<string> = []) =>
   [floorSyncJs, "--consul", consulUrl(consulPort), "--marathon", marathonUrl, "--registration-id", registrationId, "--purge",
     "--concurrency", String(sizes.concurrency), ...extra]
+/** More flags for consular's sync and daemon (not the floor's), e.g. BENCH_FLAGS="--health-checks ttl --service-meta". */
+const benchFlags = (process.env["BENCH_FLAGS"] ?? "").split(/\s+/).filter((flag) => flag !== "")
+
 const consularSyncArgs = ({ consulPort, marathonUrl }: Servers) =>
-  [mainJs, "sync", "--purge", "--consul", consulUrl(consulPort), "--marathon", marathonUrl, "--registration-id", registrationId]
+  [mainJs, "sync", "--purge", "--consul", consulUrl(consulPort), "--marathon", marathonUrl, "--registration-id", registrationId, ...benchFlags]
 
 /** The floor's last stdout line: its JSON report. */
 const floorReport = (finished: Finished): { failures?: number; firstFailures?: Array<string>; passes?: Array<{ ms: number; cpuMs: number }> } => {
@@ -470,7 +473,7 @@ const measureEvents = async (side: Side, servers: Servers): Promise<EventsRun | 
   const common = ["--host", "127.0.0.1", "--port", String(port), "--consul", consulUrl(servers.consulPort), "--marathon", servers.marathonUrl, "--registration-id", registrationId]
   const receiver: Daemon = start(node, side === "floor"
     ? [floorRelayJs, ...common]
-    : [mainJs, "run", ...common, "--sync-interval", "0", "--events", "callback"])
+    : [mainJs, "run", ...common, "--sync-interval", "0", "--events", "callback", ...benchFlags])
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: sizes.concurrency, headersTimeout: 20_000, bodyTimeout: 20_000, connectTimeout: 2_000 })
   // the embedded Consul logs every request; nobody reads it here, and a full log costs a copy per request
   const trim = setInterval(() => {

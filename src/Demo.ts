@@ -1,4 +1,4 @@
-import { HttpClientRequest } from "@effect/platform"
+import { HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import type { HttpServerError } from "@effect/platform"
 import { Cause, Clock, Console, Context, Duration, Effect, Either, Exit, Fiber, Layer, LogLevel, Option, Schema } from "effect"
 import type { Scope } from "effect"
@@ -125,6 +125,10 @@ const seed = (consul: ConsulStore, marathon: MarathonStore): void => {
   marathon.putApp("/shop/web", { domain: "shop.example.org", tier: "frontend" })
   marathon.setTask("/shop/web", { id: "shop_web.a1", host: "127.0.0.1", ports: [31001, 31000] }, false)
   marathon.setTask("/shop/web", { id: "shop_web.a2", host: "127.0.0.2", ports: [31002, 31003] }, false)
+  // Marathon checks /shop/web's health, and both tasks pass (the daemon relays that to Consul: --health-checks ttl)
+  marathon.setHealthChecks("/shop/web", [{ protocol: "HTTP", path: "/health", portIndex: 0, intervalSeconds: 10 }])
+  marathon.setTaskHealth("/shop/web", "shop_web.a1", true, { emit: false })
+  marathon.setTaskHealth("/shop/web", "shop_web.a2", true, { emit: false })
   marathon.putApp("/worker", { queue: "orders", canary: "" })
   marathon.setTask("/worker", { id: "worker.w1", host: "127.0.0.3", ports: [] }, false)
   marathon.putApp("/api", { owner: "platform" })
@@ -188,7 +192,8 @@ const readLayout = Effect.gen(function*() {
   const nodes = yield* consul.catalogNodes
   const perAgent = yield* Effect.forEach(nodes, (node) =>
     Effect.map(consul.agentServices(node.Address), (services) =>
-      [...services.values()].map((service): ServiceRow => ({ agent: node.Address, service }))), { concurrency: 4 })
+      // the tables show no Meta: every Consul lists an empty one for a service registered without
+      [...services.values()].map(({ Meta: _meta, ...service }): ServiceRow => ({ agent: node.Address, service }))), { concurrency: 4 })
   const kv = yield* consul.kvTree("").pipe(Effect.catchTag("NotFound", () => Effect.succeed(new Map<string, string>())))
   return {
     services: perAgent.flat().sort(byAgentThenId),
@@ -330,6 +335,8 @@ const field = (event: MarathonEvent, name: string): string => {
 const eventRow = (event: MarathonEvent): Array<string> =>
   event.eventType === "status_update_event"
     ? [event.eventType, `${field(event, "taskId")} ${field(event, "taskStatus")} on ${field(event, "host")}`]
+    : event.eventType === "health_status_changed_event" || event.eventType === "instance_health_changed_event"
+    ? [event.eventType, `${field(event, "instanceId")} ${event["alive"] ?? event["healthy"] ? "healthy" : "unhealthy"}`]
     : [event.eventType, field(event, "appId") || field(event, "uri")]
 
 // --- the story the daemon is told ----------------------------------------------------------------------
@@ -428,6 +435,76 @@ const story: ReadonlyArray<Step> = [
     }
   }
 ]
+
+// --- health in Consul ------------------------------------------------------------------------------------
+
+/** One instance as `GET /v1/health/service/<name>` lists it: what consul-template and DNS route by. */
+const HealthEntries = Schema.Array(Schema.Struct({
+  Node: Schema.Struct({ Address: Schema.String }),
+  Service: Schema.Struct({ ID: Schema.String }),
+  Checks: Schema.Array(Schema.Struct({ CheckID: Schema.String, Status: Schema.String, Output: Schema.String }))
+}))
+type HealthEntries = typeof HealthEntries.Type
+
+interface HealthStep {
+  readonly title: string
+  readonly says: string
+  readonly act: (marathon: MarathonStore) => void
+  /** the status each task's check must reach */
+  readonly expected: Readonly<Record<string, string>>
+}
+
+const healthStory: ReadonlyArray<HealthStep> = [
+  {
+    title: "A health check of /shop/web fails",
+    says: "Marathon's HTTP health check of shop_web.a2 answers 503",
+    act: (m) => m.setTaskHealth("/shop/web", "shop_web.a2", false, { cause: "503 Service Unavailable" }),
+    expected: { "shop_web.a1": "passing", "shop_web.a2": "critical" }
+  },
+  {
+    title: "It recovers",
+    says: "Marathon's HTTP health check of shop_web.a2 answers 200 again",
+    act: (m) => m.setTaskHealth("/shop/web", "shop_web.a2", true),
+    expected: { "shop_web.a1": "passing", "shop_web.a2": "passing" }
+  }
+]
+
+const serviceCheck = (entry: HealthEntries[number]) => entry.Checks.find((check) => check.CheckID === `service:${entry.Service.ID}`)
+
+/** Reads `/v1/health/service/<name>` until every task's check has the expected status, bounded by `timeout`. */
+const awaitHealth = (
+  step: string,
+  url: string,
+  expected: Readonly<Record<string, string>>,
+  timeout: Duration.DurationInput
+): Effect.Effect<HealthEntries, DemoFailed, Scope.Scope> =>
+  Effect.gen(function*() {
+    const http = yield* Http.makeHttp({ timeout: "1 second", retries: 0 })
+    const deadline = (yield* Clock.currentTimeMillis) + Duration.toMillis(timeout)
+    let last = "Consul was not read"
+    while ((yield* Clock.currentTimeMillis) < deadline) {
+      const read = yield* Effect.either(http.send(HttpClientRequest.get(url), HttpClientResponse.schemaBodyJson(HealthEntries)))
+      if (Either.isRight(read)) {
+        const wrong = Object.entries(expected).filter(([id, status]) => {
+          const entry = read.right.find((e) => e.Service.ID === id)
+          return entry === undefined || serviceCheck(entry)?.Status !== status
+        })
+        if (wrong.length === 0) return read.right
+        last = wrong.map(([id, status]) => `${id} is not ${status}`).join("; ")
+      }
+      yield* Effect.sleep(pollEvery)
+    }
+    return yield* new DemoFailed({ step, detail: last })
+  })
+
+const healthLines = (entries: HealthEntries): Array<string> =>
+  table([
+    ["agent", "ID", "check", "status", "output"],
+    ...entries.map((entry) => {
+      const check = serviceCheck(entry)
+      return [entry.Node.Address, entry.Service.ID, check?.CheckID ?? "-", check?.Status ?? "-", check?.Output ?? ""]
+    })
+  ], "    ")
 
 // --- waiting, bounded ----------------------------------------------------------------------------------
 
@@ -607,7 +684,7 @@ export const demo = (options: DemoOptions = {}): Effect.Effect<DemoResult, DemoF
     }
 
     // --- part 2: the daemon ---------------------------------------------------------------------------
-    yield* heading(`3. consular run --purge --sync-interval ${syncInterval}`)
+    yield* heading(`3. consular run --purge --sync-interval ${syncInterval} --health-checks ttl`)
     const daemonBase: Omit<DaemonSettings, "port"> = {
       ...syncSettings,
       // Marathon POSTs its events to our callback, as it did for the Python consular
@@ -617,7 +694,9 @@ export const demo = (options: DemoOptions = {}): Effect.Effect<DemoResult, DemoF
       syncInterval,
       maxEventBytes: 1024 * 1024,
       reconnectBase: "100 millis",
-      reconnectCap: "1 second"
+      reconnectCap: "1 second",
+      // every service gets a TTL check whose status is Marathon's verdict on its task
+      health: { ttl: "1h", ttlMillis: 3_600_000, initial: "critical" }
     }
     const daemon = yield* startDaemon(daemonBase, yield* services(), stepTimeout)
     yield* say(
@@ -645,6 +724,25 @@ export const demo = (options: DemoOptions = {}): Effect.Effect<DemoResult, DemoF
       )
       yield* say("  Consul, once it matched Marathon:", ...layoutLines(layout, { previous, changesOnly: true }))
       previous = layout
+    }
+
+    const healthUrl = `${consulServer.url(agents[0]!.address)}/v1/health/service/shop-web`
+    for (const step of healthStory) {
+      yield* heading(`${number++}. ${step.title}`)
+      const emitted: Array<MarathonEvent> = []
+      const stop = marathonStore.listen((event) => {
+        emitted.push(event)
+      })
+      step.act(marathonStore)
+      stop()
+      yield* say(`  Marathon: ${step.says}`, "  events Marathon POSTed to the daemon:", ...table(emitted.map(eventRow), "    "))
+      const entries = yield* awaitHealth(step.title, healthUrl, step.expected, stepTimeout)
+      const passing = yield* awaitHealth(step.title, `${healthUrl}?passing`, {}, stepTimeout)
+      yield* say(
+        "  Consul, GET /v1/health/service/shop-web:",
+        ...healthLines(entries),
+        `  with ?passing (what consul-template, Fabio and DNS route to): ${passing.map((entry) => entry.Service.ID).sort().join(", ")}`
+      )
     }
 
     yield* heading(`${number}. Stop the daemon`)

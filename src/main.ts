@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs"
 import { applyHeapPolicy } from "./HeapPolicy.js"
 import { sessionTtlMaxMillis, sessionTtlMinMillis } from "./domain/ConsulApi.js"
 import { leaderKey as defaultLeaderKey, leaderKeyProblem } from "./domain/Naming.js"
+import { parseGoDuration } from "./domain/GoDuration.js"
 import { ConsulLive } from "./services/Consul.js"
 import { HostResolverLive } from "./services/HostResolver.js"
 import { LeadershipLive } from "./services/Leadership.js"
@@ -89,9 +90,6 @@ const number = (raw: string): number | undefined => {
   return raw === "" || !Number.isFinite(n) ? undefined : n
 }
 
-const durationUnits: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }
-const durationPart = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/y
-
 /**
  * A duration as Consul (Go's time.ParseDuration) writes it: `10s`, `5m`, `1h`, `1m30s`, `500ms`; or a bare number
  * of seconds, as the Python consular took it. Milliseconds; undefined when it is neither.
@@ -99,16 +97,7 @@ const durationPart = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/y
 const parseDuration = (raw: string): number | undefined => {
   const seconds = number(raw)
   if (seconds !== undefined) return seconds * 1_000
-  if (raw === "") return undefined
-  let millis = 0
-  durationPart.lastIndex = 0
-  while (durationPart.lastIndex < raw.length) {
-    const start = durationPart.lastIndex
-    const part = durationPart.exec(raw)
-    if (part === null || part.index !== start) return undefined
-    millis += Number(part[1]) * durationUnits[part[2]!]!
-  }
-  return millis
+  return parseGoDuration(raw)
 }
 
 /** Node's timers hold at most 2^31 - 1 ms (about 24.8 days); a longer one would fire at once. */
@@ -183,6 +172,41 @@ const maxPurge = valueFlag({
   if (raw === "none") return Option.none()
   return /^\d+$/.test(raw) && Number.isSafeInteger(Number(raw)) ? Option.some(Number(raw)) : undefined
 }, "must be a non-negative integer, or none (no limit)")
+const serviceMeta = switchFlag({
+  name: "service-meta", group: "sync", applies: "all", default: "off",
+  description: "Meta on every service: Marathon ids, reg id, labels"
+})
+const healthChecks = choiceFlag({
+  name: "health-checks", group: "sync", applies: "all", default: "none",
+  description: "ttl: a TTL check with Marathon's health verdict"
+}, ["none", "ttl"])
+const initialHealth = choiceFlag({
+  name: "initial-health", group: "sync", applies: "all", default: "critical",
+  description: "status until Marathon's first health result"
+}, ["passing", "warning", "critical"])
+/** A duration Consul is given as written (a check's TTL): Go's syntax only, kept as text, with its milliseconds. */
+const goDuration = (valid: (millis: number) => boolean) => (raw: string): { readonly text: string; readonly millis: number } | undefined => {
+  const millis = parseGoDuration(raw)
+  return millis !== undefined && valid(millis) ? { text: raw, millis } : undefined
+}
+const healthTtl = valueFlag({
+  name: "health-ttl", group: "sync", applies: "all", value: "DURATION", default: "1h",
+  description: "TTL of the checks, re-pushed before half of it has gone"
+}, goDuration((millis) => millis >= 1000 && millis <= longestTimer), "must be a duration of at least 1s, such as 1h or 90m")
+const deregisterCriticalAfter = define(
+  {
+    name: "deregister-critical-after", group: "sync", applies: "all", value: "DURATION",
+    description: "Consul drops a service critical this long (at least 1m)"
+  },
+  Options.text("deregister-critical-after").pipe(
+    Options.optional,
+    Options.mapTryCatch((raw) => Option.map(raw, (r) => {
+      const parsed = goDuration((millis) => millis >= 60_000)(r.trim())
+      if (parsed === undefined) throw new Error("must be a duration of at least 1m (Consul's minimum)")
+      return parsed
+    }), invalid("deregister-critical-after", "must be a duration of at least 1m (Consul's minimum)"))
+  )
+)
 const dryRun = switchFlag({ name: "dry-run", group: "sync", applies: "sync", default: "off", description: "print the plan (each registration with its address and port), write nothing" })
 
 // security
@@ -292,6 +316,7 @@ const flags = {
   consulToken, consulTokenFile, consulCaFile, consulCertFile, consulKeyFile, consulSkipVerify,
   marathonCaFile, marathonCertFile, marathonKeyFile, marathonSkipVerify, marathonUser, marathonPasswordFile, marathonTokenFile,
   eventsSecretFile, scheme, host, port, syncInterval, events, maxEventBytes, leaderElection, leaderKey, sessionTtl,
+  healthChecks, initialHealth, healthTtl, deregisterCriticalAfter, serviceMeta,
   logfile, logFormat, debug
 }
 type Flags = Command.Command.ParseConfig<typeof flags>
@@ -515,7 +540,14 @@ const syncSettings = (o: Flags) => ({
   fallbackTimeout: o.fallbackTimeout,
   consulUrl: o.consul,
   servicePerPort: o.servicePerPort,
-  maxPurge: Option.getOrUndefined(o.maxPurge)
+  maxPurge: Option.getOrUndefined(o.maxPurge),
+  serviceMeta: o.serviceMeta,
+  health: o.healthChecks === "none" ? undefined : {
+    ttl: o.healthTtl.text,
+    ttlMillis: o.healthTtl.millis,
+    initial: o.initialHealth,
+    deregisterCriticalAfter: Option.getOrUndefined(Option.map(o.deregisterCriticalAfter, (d) => d.text))
+  }
 })
 
 const daemonSettings = (o: Flags): DaemonSettings => ({
@@ -529,7 +561,9 @@ const daemonSettings = (o: Flags): DaemonSettings => ({
   eventsSecret: Option.getOrUndefined(o.eventsSecretFile),
   leaderElection: o.leaderElection
     ? { key: Option.getOrElse(o.leaderKey, () => defaultLeaderKey(o.registrationId)), sessionTtl: o.sessionTtl, version }
-    : undefined
+    : undefined,
+  // the daemon's first pass drops checks an earlier --health-checks ttl left
+  sweepStaleChecks: true
 })
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -2,13 +2,33 @@ import { Schema } from "effect"
 
 /** Wire schemas for the parts of Consul's HTTP API that consular reads and writes; field names are Consul's. */
 
-/** Body of `PUT /v1/agent/service/register`. `Port` is left out for a task without ports (Consul shows 0). */
+/** Service Meta: string keys to string values (Consul's rules on them: domain/ServiceMeta.ts). */
+export const Meta = Schema.Record({ key: Schema.String, value: Schema.String })
+export type Meta = typeof Meta.Type
+
+/**
+ * The TTL check of a registration body (`--health-checks ttl`); Consul names it `service:<service id>`.
+ * Durations are Go duration strings ("1h", "90s"), as Consul reads them.
+ */
+export const TtlCheck = Schema.Struct({
+  TTL: Schema.String,
+  Notes: Schema.String,
+  DeregisterCriticalServiceAfter: Schema.optional(Schema.String)
+})
+export type TtlCheck = typeof TtlCheck.Type
+
+/**
+ * Body of `PUT /v1/agent/service/register`. `Port` is left out for a task without ports (Consul shows 0);
+ * `Meta` and `Check` only with `--service-meta` and `--health-checks ttl`: without them the body is today's.
+ */
 export const Registration = Schema.Struct({
   ID: Schema.String,
   Name: Schema.String,
   Address: Schema.String,
   Port: Schema.optional(Schema.Int),
-  Tags: Schema.Array(Schema.String)
+  Tags: Schema.Array(Schema.String),
+  Meta: Schema.optional(Meta),
+  Check: Schema.optional(TtlCheck)
 })
 export type Registration = typeof Registration.Type
 
@@ -18,9 +38,35 @@ export const AgentService = Schema.Struct({
   Service: Schema.String,
   Tags: Schema.optionalWith(Schema.NullOr(Schema.Array(Schema.String)), { default: () => null }),
   Address: Schema.optionalWith(Schema.String, { default: () => "" }),
-  Port: Schema.optionalWith(Schema.Int, { default: () => 0 })
+  Port: Schema.optionalWith(Schema.Int, { default: () => 0 }),
+  /** Consul >= 0.7.3 lists `{}` for none; older agents leave it out */
+  Meta: Schema.optional(Schema.NullOr(Meta))
 })
 export type AgentService = typeof AgentService.Type
+
+export const CheckStatus = Schema.Literal("passing", "warning", "critical")
+
+/** Body of `PUT /v1/agent/check/update/<check id>`. */
+export const CheckUpdate = Schema.Struct({ Status: CheckStatus, Output: Schema.String })
+export type CheckUpdate = typeof CheckUpdate.Type
+
+/**
+ * One entry of `GET /v1/agent/checks` (keyed by CheckID). `Definition` (Consul >= 1.7) carries the TTL as Go
+ * formats durations ("1h0m0s"); an agent without it cannot tell us the TTL, and its check is taken as it is.
+ */
+export const AgentCheck = Schema.Struct({
+  CheckID: Schema.String,
+  Status: Schema.String,
+  Output: Schema.optionalWith(Schema.String, { default: () => "" }),
+  Notes: Schema.optionalWith(Schema.String, { default: () => "" }),
+  ServiceID: Schema.optionalWith(Schema.String, { default: () => "" }),
+  Definition: Schema.optional(Schema.Struct({
+    TTL: Schema.optional(Schema.String),
+    DeregisterCriticalServiceAfter: Schema.optional(Schema.String)
+  }))
+})
+export type AgentCheck = typeof AgentCheck.Type
+export const AgentChecks = Schema.Record({ key: Schema.String, value: AgentCheck })
 
 export const AgentServices = Schema.Record({ key: Schema.String, value: AgentService })
 export type AgentServices = typeof AgentServices.Type
@@ -78,27 +124,8 @@ export const LockEntry = Schema.Struct({
 })
 export const LockEntries = Schema.Array(LockEntry)
 
-const goUnits: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, "μs": 1e-3, ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }
-
-/** Go's time.ParseDuration ("15s", "1m30s", "500ms"), in milliseconds; undefined where Go refuses the text. */
-export const parseGoDuration = (raw: string): number | undefined => {
-  if (raw === "0") return 0
-  const match = /^([-+]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+$/.exec(raw)
-  if (match === null) return undefined
-  let total = 0
-  for (const part of raw.replace(/^[-+]/, "").matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/g)) {
-    total += Number(part[1]) * goUnits[part[2]!]!
-  }
-  return match[1] === "-" ? -total : total
-}
-
-/** A duration as Go prints one (`10s`, `1m30s`, `24h0m0s`): what consular sends as a session's TTL. */
-export const goDurationText = (millis: number): string => {
-  const hours = Math.floor(millis / 3_600_000)
-  const minutes = Math.floor((millis % 3_600_000) / 60_000)
-  const seconds = (millis % 60_000) / 1_000
-  return hours > 0 ? `${hours}h${minutes}m${seconds}s` : minutes > 0 ? `${minutes}m${seconds}s` : `${seconds}s`
-}
+/** Go durations (what Consul reads and writes), from the one module that parses and prints them. */
+export { formatGoDuration as goDurationText, parseGoDuration } from "./GoDuration.js"
 
 /** Consul's bounds on a session's TTL (`session_ttl_min`, default 10s, and `SessionTTLMax`, 24h). */
 export const sessionTtlMinMillis = 10_000

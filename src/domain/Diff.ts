@@ -1,15 +1,17 @@
-import type { AgentService, Registration } from "./ConsulApi.js"
+import type { AgentCheck, AgentService, Registration } from "./ConsulApi.js"
 import type { AgentDirectory } from "./Agents.js"
 import type { AppId, Labels, Task } from "./MarathonApi.js"
 import { isRunning } from "./MarathonApi.js"
 import { AppName } from "./Naming.js"
 import {
-  appIdFromTags, appKvPrefix, appName, encodeLabelValue, isOwnedBy, labelKey, parseLabelKey, registrations
+  appIdFromTags, appKvPrefix, appName, encodeLabelValue, isOwnedBy, labelKey, parseLabelKey, registrations, ttlCheckId
 } from "./Naming.js"
 import type { RegistrationOptions } from "./Naming.js"
 import { taskEndpoints } from "./Networking.js"
 import type { AppNetworking, TaskEndpoints } from "./Networking.js"
 import type { PodServices } from "./Pods.js"
+import { checkHolds, sameMeta } from "./RegistrationExtras.js"
+import { isOwnedByMeta } from "./ServiceMeta.js"
 
 /**
  * The pure reconciliation core: from what Marathon runs (desired) and what Consul holds (actual), the writes
@@ -22,7 +24,21 @@ export interface AppWithTasks extends AppNetworking {
   /** absent: none */
   readonly labels?: Labels | undefined
   readonly version?: string | undefined
+  /** Marathon runs health checks for this app (`--health-checks ttl` relays their verdict) */
+  readonly hasHealthChecks?: boolean | undefined
   readonly tasks: ReadonlyArray<Task>
+}
+
+/**
+ * What `--service-meta` and `--health-checks ttl` add to each registration of a task (RegistrationExtras.ts);
+ * `taskId`: the Marathon task, apart from the registration's ID (a registration per port has an ID of its own).
+ */
+export type Decorate = (registration: Registration, workload: DecoratedWorkload, taskId: string) => Registration
+
+/** The app or pod a registration is of, as `Decorate` sees it. */
+export interface DecoratedWorkload {
+  readonly id: AppId | string
+  readonly labels?: Labels | undefined
 }
 
 export interface DesiredService {
@@ -91,6 +107,8 @@ export interface DesiredOptions extends RegistrationOptions {
   readonly fallbackAgent?: string | undefined
   /** running pods (Marathon 1.4+): services and labels like apps', and names shared with apps are clashes */
   readonly pods?: ReadonlyArray<PodServices> | undefined
+  /** what the flags add to each registration; absent: the registrations as built */
+  readonly decorate?: Decorate | undefined
 }
 
 export const desiredState = (
@@ -152,7 +170,8 @@ export const desiredState = (
         skipped.push({ taskId, appId: workload.id, host })
         continue
       }
-      for (const r of all) {
+      for (const plain of all) {
+        const r = options.decorate === undefined ? plain : options.decorate(plain, workload, taskId)
         services.set(r.ID, {
           agent,
           registration: r,
@@ -187,7 +206,12 @@ export const clashingIdsOf = (ids: ReadonlyArray<string>, unreadableIds: Readonl
 
 /** What an agent answered when asked for its services. */
 export type AgentState =
-  | { readonly _tag: "Read"; readonly services: ReadonlyMap<string, AgentService> }
+  | {
+    readonly _tag: "Read"
+    readonly services: ReadonlyMap<string, AgentService>
+    /** by CheckID; read only when checks matter (`--health-checks ttl`): absent, checks are not compared */
+    readonly checks?: ReadonlyMap<string, AgentCheck> | undefined
+  }
   /** `unreachable`: refused or timed out (fallback applies); otherwise it answered an error */
   | { readonly _tag: "Unreadable"; readonly unreachable: boolean }
 
@@ -202,6 +226,8 @@ export interface PlanOptions {
   readonly purge: boolean
   readonly fallback: boolean
   readonly directory: Pick<AgentDirectory, "main" | "inCatalog">
+  /** `--service-meta`: a service is also ours by its Meta (external-source + consular-reg-id), whatever its tags */
+  readonly serviceMeta?: boolean | undefined
 }
 
 export interface Plan {
@@ -218,12 +244,13 @@ export const emptyPlan: Plan = { register: [], deregister: [], kvSet: [], kvDele
 export const planSize = (plan: Plan): number =>
   plan.register.length + plan.deregister.length + plan.kvSet.length + plan.kvDelete.length + plan.kvDeleteTree.length
 
-/** Consul holds the registration exactly: same name, address, port (0 when none) and the same tags. */
+/** Consul holds the registration exactly: same name, address, port (0 when none), the same tags and Meta. */
 export const matches = (service: AgentService, wanted: Registration): boolean =>
   service.Service === wanted.Name &&
   service.Address === wanted.Address &&
   service.Port === (wanted.Port ?? 0) &&
-  sameTags(service.Tags ?? [], wanted.Tags)
+  sameTags(service.Tags ?? [], wanted.Tags) &&
+  sameMeta(service.Meta, wanted.Meta)
 
 const sameTags = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean => {
   if (a.length !== b.length) return false
@@ -234,7 +261,8 @@ const sameTags = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean =
 const holds = (state: AgentState | undefined, wanted: Registration): boolean =>
   state?._tag === "Read" && (() => {
     const service = state.services.get(wanted.ID)
-    return service !== undefined && matches(service, wanted)
+    return service !== undefined && matches(service, wanted) &&
+      (state.checks === undefined || checkHolds(state.checks.get(ttlCheckId(wanted.ID)), wanted.Check))
   })()
 
 export const plan = (desired: Desired, actual: Actual, options: PlanOptions): Plan => {
@@ -252,8 +280,10 @@ export const plan = (desired: Desired, actual: Actual, options: PlanOptions): Pl
   for (const [agent, state] of actual.agents) {
     if (state._tag !== "Read") continue
     for (const [id, service] of state.services) {
-      if (!isOwnedBy(service.Tags, options.registrationId)) continue
-      const app = appIdFromTags(service.Tags ?? [])
+      const byMeta = options.serviceMeta === true && isOwnedByMeta(service.Meta, options.registrationId)
+      if (!byMeta && !isOwnedBy(service.Tags, options.registrationId)) continue
+      // tags someone edited leave the Meta, which names the app too
+      const app = appIdFromTags(service.Tags ?? []) ?? (byMeta ? service.Meta?.["marathon-app-id"] : undefined)
       if (app === undefined || desired.clashingIds.has(app)) continue // not ours to judge
       const wanted = desired.services.get(id)
       if (wanted === undefined) {
@@ -306,7 +336,14 @@ export const applyPlan = (actual: Actual, p: Plan): Actual => {
     }
   }
   for (const { agent, registration: r } of p.register) {
-    readable.get(agent)?.set(r.ID, { ID: r.ID, Service: r.Name, Tags: [...r.Tags], Address: r.Address, Port: r.Port ?? 0 })
+    readable.get(agent)?.set(r.ID, {
+      ID: r.ID,
+      Service: r.Name,
+      Tags: [...r.Tags],
+      Address: r.Address,
+      Port: r.Port ?? 0,
+      ...(r.Meta === undefined ? {} : { Meta: { ...r.Meta } })
+    })
   }
   for (const { agent, serviceId } of p.deregister) readable.get(agent)?.delete(serviceId)
   let kv: Map<string, string> | undefined

@@ -83,6 +83,13 @@ export const IpAddress = Schema.Struct({
 })
 export const IpAddresses = Schema.optional(Schema.NullOr(Schema.Array(IpAddress)))
 
+/** One entry of a task's `healthCheckResults` (only the fields consular reads). */
+export const HealthCheckResult = Schema.Struct({
+  alive: Schema.Boolean,
+  lastFailure: Schema.optional(Schema.NullOr(Schema.String)),
+  lastFailureCause: Schema.optional(Schema.NullOr(Schema.String))
+})
+
 export const Task = Schema.Struct({
   id: TaskId,
   host: Host,
@@ -91,7 +98,9 @@ export const Task = Schema.Struct({
   ipAddresses: IpAddresses,
   /** Marathon lists tasks of every state; older releases leave `state` out of running tasks */
   state: Schema.optional(Schema.String),
-  startedAt: Schema.optional(Schema.NullOr(Schema.String))
+  startedAt: Schema.optional(Schema.NullOr(Schema.String)),
+  /** Marathon's latest result of each of the app's health checks; absent or empty: none yet */
+  healthCheckResults: Schema.optional(Schema.Array(HealthCheckResult))
 })
 export type Task = typeof Task.Type
 
@@ -134,6 +143,8 @@ export const App = Schema.Struct({
    */
   labels: Schema.optional(Labels),
   version: Schema.optional(Schema.String),
+  /** the definitions are Marathon's business: consular only asks whether there are any */
+  healthChecks: Schema.optional(Schema.Array(Schema.Unknown)),
   /** present with `embed=apps.tasks`; absent means "not embedded", not "no tasks" */
   tasks: Schema.optional(Schema.Array(Task))
 })
@@ -281,3 +292,28 @@ export const splitPods = (raw: ReadonlyArray<unknown>): PodListing => {
   const { decoded: pods, rejected } = splitDecoded(raw, decodePodStatus)
   return { pods, rejected }
 }
+
+/**
+ * Marathon's word on one health check of a task: `instanceId` since 1.4, `taskId` before. `alive: false` is one
+ * failing check.
+ */
+export const HealthStatusChangedEvent = Schema.Struct({
+  eventType: Schema.Literal("health_status_changed_event"),
+  appId: Schema.optional(AppId),
+  instanceId: Schema.optional(TaskId),
+  taskId: Schema.optional(TaskId),
+  alive: Schema.Boolean,
+  version: Schema.optional(Schema.String),
+  timestamp: Schema.optional(Schema.String)
+})
+export type HealthStatusChangedEvent = typeof HealthStatusChangedEvent.Type
+
+/** Marathon (1.4+) on an instance as a whole; `healthy` is null while Marathon has no result for it. */
+export const InstanceHealthChangedEvent = Schema.Struct({
+  eventType: Schema.Literal("instance_health_changed_event"),
+  instanceId: TaskId,
+  runSpecId: Schema.optional(AppId),
+  healthy: Schema.NullOr(Schema.Boolean),
+  timestamp: Schema.optional(Schema.String)
+})
+export type InstanceHealthChangedEvent = typeof InstanceHealthChangedEvent.Type

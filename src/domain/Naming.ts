@@ -155,3 +155,6 @@ export const callbackUrl = (o: {
   const base = `${o.scheme}://${o.host}:${o.port}/events?registration=${o.registrationId}`
   return o.secret === undefined ? base : `${base}&secret=${encodeURIComponent(o.secret)}`
 }
+
+/** The id Consul gives the one check in a registration body: `service:<service id>` (agent/structs CheckTypes). */
+export const ttlCheckId = (serviceId: string): string => `service:${serviceId}`

@@ -1,10 +1,11 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { HttpServerError } from "@effect/platform"
 import { Clock, Context, Effect, ExecutionStrategy, Exit, Layer, ParseResult, Schedule, Schema, Scope } from "effect"
-import { Registration, TxnOperations } from "../domain/ConsulApi.js"
-import { parseGoDuration } from "../domain/ConsulApi.js"
+import { CheckStatus, Registration, TxnOperations } from "../domain/ConsulApi.js"
+import type { Meta } from "../domain/ConsulApi.js"
+import { formatGoDuration, parseGoDuration } from "../domain/GoDuration.js"
 import { allRights, faultBody } from "../services/ConsulStore.js"
-import type { AclSettings, ConsulOperation, ConsulStore, ConsulVersion, Refusal, SessionRequest, StoredSession } from "../services/ConsulStore.js"
+import type { AclSettings, ConsulOperation, ConsulStore, ConsulVersion, Refusal, SessionRequest, StoredCheck, StoredSession } from "../services/ConsulStore.js"
 import type { ServerTls } from "./Listen.js"
 import { decodePath, dropConnection, listen, requestTarget } from "./Listen.js"
 
@@ -75,6 +76,41 @@ const base64 = (value: string): string | null => value === "" ? null : Buffer.fr
 /** A body Consul cannot decode: 400 with its words (the agent endpoints say `Request decode failed`, /v1/txn `Failed to parse body`) */
 const decodeFailed = (prefix = "Request decode failed") => (error: ParseResult.ParseError | { readonly message: string }) =>
   text(`${prefix}: ${ParseResult.isParseError(error) ? ParseResult.TreeFormatter.formatErrorSync(error) : error.message}`, 400)
+
+/**
+ * Consul's own check of service Meta (agent/structs `ValidateServiceMetadata`, `validateMetaPair`), written out
+ * here from Consul, not shared with consular's ServiceMeta.ts: the double must not agree with the code by construction.
+ */
+const metaProblem = (meta: Meta | undefined): string | undefined => {
+  if (meta === undefined) return undefined
+  const entries = Object.entries(meta)
+  if (entries.length > 64) return "Service metadata cannot contain more than 64 key/value pairs"
+  for (const [key, value] of entries) {
+    if (key === "") return "Key cannot be blank"
+    if (!/^[A-Za-z0-9_-]+$/.test(key)) return `Key contains invalid characters`
+    if (key.length > 128) return "Key is too long (limit: 128 characters)"
+    if (key.startsWith("consul-")) return "Key prefix 'consul-' is reserved for internal use"
+    if (Buffer.byteLength(value, "utf8") > 512) return "Value is too long (limit: 512 characters)"
+  }
+  return undefined
+}
+
+/** What Consul reads from a check update: Output may be left out (empty). */
+const CheckUpdateBody = Schema.Struct({ Status: CheckStatus, Output: Schema.optionalWith(Schema.String, { default: () => "" }) })
+
+/** What Consul answers a registration it refuses (agent_endpoint.go AgentRegisterService), or undefined. */
+const registrationProblem = (registration: Registration): string | undefined => {
+  const meta = metaProblem(registration.Meta)
+  if (meta !== undefined) return `Invalid Service Meta: ${meta}`
+  const check = registration.Check
+  if (check === undefined) return undefined
+  const ttl = parseGoDuration(check.TTL)
+  if (ttl === undefined) return `Request decode failed: time: invalid duration ${JSON.stringify(check.TTL)}`
+  if (ttl <= 0) return "Invalid check: TTL must be > 0 for TTL checks"
+  const reap = check.DeregisterCriticalServiceAfter
+  if (reap !== undefined && parseGoDuration(reap) === undefined) return `Request decode failed: time: invalid duration ${JSON.stringify(reap)}`
+  return undefined
+}
 
 /** The HTTP API of one agent. Agent-scoped routes act on `agent`; KV and catalog on the store's, as every
  *  real agent forwards those to the servers. */
@@ -226,7 +262,7 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
         ID: service.ID,
         Service: service.Service,
         Tags: service.Tags ?? [],
-        Meta: {},
+        Meta: service.Meta ?? {},
         Port: service.Port,
         Address: service.Address,
         Weights: { Passing: 1, Warning: 1 },
@@ -241,7 +277,10 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
     request.json.pipe(
       Effect.flatMap(Schema.decodeUnknown(Registration)),
       Effect.map((registration) => {
-        const registered = store.registerService(agent, token, registration)
+        const problem = registrationProblem(registration)
+        if (problem !== undefined) return text(problem, 400)
+        const replace = requestTarget(request).query.get("replace-existing-checks")
+        const registered = store.registerService(agent, token, registration, { replaceExistingChecks: replace === "" || replace === "true" })
         return registered._tag === "Refused" ? refusal(registered) : HttpServerResponse.empty({ status: 200 })
       }),
       Effect.catchAll(decodeFailed())
@@ -252,6 +291,81 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
     if (id === undefined) return Effect.succeed(text("Invalid URL escape in service ID", 400))
     const deregistered = store.deregisterService(agent, token, id)
     return Effect.succeed(deregistered._tag === "Refused" ? refusal(deregistered) : HttpServerResponse.empty({ status: 200 }))
+  })
+
+  const checkView = (check: StoredCheck, node: string) => ({
+    Node: node,
+    CheckID: check.CheckID,
+    Name: `Service '${check.ServiceName}' check`,
+    Status: check.Status,
+    Notes: check.Notes,
+    Output: check.Output,
+    ServiceID: check.ServiceID,
+    ServiceName: check.ServiceName,
+    ServiceTags: store.services(agent).get(check.ServiceID)?.Tags ?? [],
+    Type: "ttl",
+    Definition: {
+      TTL: formatGoDuration(parseGoDuration(check.TTL) ?? 0),
+      DeregisterCriticalServiceAfter: formatGoDuration(parseGoDuration(check.DeregisterCriticalServiceAfter ?? "0") ?? 0)
+    },
+    CreateIndex: 0,
+    ModifyIndex: 0
+  })
+
+  const agentChecks = admitted("agent.checks", (_request, token) => {
+    const listed = store.listChecks(agent, token)
+    if (listed._tag === "Refused") return Effect.succeed(refusal(listed))
+    const node = store.agents.get(agent)?.node ?? agent
+    const body: Record<string, unknown> = {}
+    for (const check of listed.value.values()) body[check.CheckID] = checkView(check, node)
+    return Effect.succeed(HttpServerResponse.unsafeJson(body))
+  })
+
+  /** agent_endpoint.go AgentCheckUpdate: the status is checked first, then the check must be a TTL check here. */
+  const checkUpdate = admitted("agent.checkUpdate", (request, token) =>
+    request.json.pipe(
+      Effect.flatMap((body) => {
+        const status = typeof body === "object" && body !== null && "Status" in body ? body.Status : undefined
+        if (typeof status !== "string" || !["passing", "warning", "critical"].includes(status)) {
+          return Effect.succeed(text(`Invalid check status: '${typeof status === "string" ? status : ""}'`, 400))
+        }
+        return Schema.decodeUnknown(CheckUpdateBody)(body).pipe(Effect.map((update) => {
+          const id = decodePath(requestTarget(request).path.slice("/v1/agent/check/update/".length)) ?? ""
+          // agent.go updateTTLCheck: an unknown check is an error of the agent, a 500 with this text
+          const updated = store.updateServiceCheck(agent, token, id, update.Status, update.Output)
+          if (updated._tag === "Refused") return refusal(updated)
+          return updated.value
+            ? HttpServerResponse.empty({ status: 200 })
+            : text(`CheckID ${JSON.stringify(id)} does not have associated TTL`, 500)
+        }))
+      }),
+      Effect.catchAll(decodeFailed())
+    ))
+
+  /** `/v1/health/service/<name>`: every instance with its node's serfHealth check and its own; `?passing` filters. */
+  const healthService = admitted("health.service", (request) => {
+    const { path, query } = requestTarget(request)
+    const name = decodePath(path.slice("/v1/health/service/".length))
+    if (name === undefined) return Effect.succeed(text("Invalid URL escape in service name", 400))
+    const passing = query.has("passing") && query.get("passing") !== "false"
+    const entries = store.healthService(name, passing).map(({ agent: holder, service, checks }) => ({
+      Node: { ID: "", Node: holder.node, Address: holder.address, Datacenter: "dc1", TaggedAddresses: { lan: holder.address, wan: holder.address }, Meta: {} },
+      Service: {
+        ID: service.ID,
+        Service: service.Service,
+        Tags: service.Tags ?? [],
+        Address: service.Address,
+        Meta: service.Meta ?? {},
+        Port: service.Port,
+        Weights: { Passing: 1, Warning: 1 },
+        EnableTagOverride: false
+      },
+      Checks: [
+        { Node: holder.node, CheckID: "serfHealth", Name: "Serf Health Status", Status: "passing", Notes: "", Output: "Agent alive and reachable", ServiceID: "", ServiceName: "", ServiceTags: [], Type: "" },
+        ...checks.map((check) => checkView(check, holder.node))
+      ]
+    }))
+    return Effect.succeed(withIndex(HttpServerResponse.unsafeJson(entries)))
   })
 
   const catalogNodes = admitted("catalog.nodes", (_request, token) => {
@@ -430,6 +544,10 @@ export const consulRouter = (store: ConsulStore, agent: string) => {
     HttpRouter.get("/v1/agent/services", agentServices),
     HttpRouter.put("/v1/agent/service/register", register),
     HttpRouter.put("/v1/agent/service/deregister/*", deregister),
+    HttpRouter.get("/v1/agent/checks", agentChecks),
+    HttpRouter.put("/v1/agent/check/update/*", checkUpdate),
+    HttpRouter.get("/v1/health/service/*", healthService)
+  ).pipe(
     HttpRouter.get("/v1/catalog/nodes", catalogNodes),
     // "/v1/kv/*" does not match "/v1/kv/" itself, the empty prefix (`/v1/kv/?keys` lists every key)
     HttpRouter.get("/v1/kv/", kvRead),
@@ -457,6 +575,8 @@ const allowedMethods: ReadonlyArray<readonly [path: HttpRouter.PathInput, allowe
   ["/v1/agent/services", ["GET"]],
   ["/v1/agent/service/register", ["PUT"]],
   ["/v1/agent/service/deregister/*", ["PUT"]],
+  ["/v1/agent/checks", ["GET"]],
+  ["/v1/agent/check/update/*", ["PUT"]],
   ["/v1/catalog/nodes", ["GET"]],
   ["/v1/kv/", ["GET", "PUT", "DELETE"]],
   ["/v1/kv/*", ["GET", "PUT", "DELETE"]],

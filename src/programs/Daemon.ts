@@ -14,6 +14,7 @@ import type { EventSettings } from "./Events.js"
 import { syncOnce } from "./Sync.js"
 import type { SyncSettings } from "./Sync.js"
 import { recheckSubscription, runEventSource } from "./EventSource.js"
+import { repushLoop } from "./HealthRelay.js"
 import { Metrics, MetricsLive } from "../services/Metrics.js"
 import { observeEvent, observeSync, operationsApp, Readiness, ReadinessLive } from "./Operations.js"
 import type { EventSourceHooks, EventSourceSettings } from "./EventSource.js"
@@ -22,6 +23,7 @@ import { makeElection, refuseEventsUnlessLeading } from "./Election.js"
 import type { Election, LeaderElectionOptions } from "./Election.js"
 import { Leadership } from "../services/Leadership.js"
 import { Marathon } from "../services/Marathon.js"
+import { Topology } from "./Topology.js"
 
 /**
  * `consular run`: the event receiver, the Marathon subscription and the periodic sync, side by side, so that a
@@ -215,7 +217,12 @@ export const runDaemon = (settings: DaemonSettings) =>
     const work = Effect.all([
       passes.worker,
       runEventSource(settings, hooks),
-      settings.syncInterval > 0 ? periodicSync(settings, pass) : election === undefined ? Effect.void : pass
+      settings.syncInterval > 0 ? periodicSync(settings, pass) : election === undefined ? Effect.void : pass,
+      // the checks' own timer, whatever --sync-interval is: a check lapses only when consular is gone; after a
+      // takeover nothing is known as pushed (another instance pushed meanwhile), so every check is pushed once
+      settings.health === undefined
+        ? Effect.void
+        : Effect.zipRight(Effect.flatMap(Topology, (topology) => Effect.sync(() => topology.health.forgetPushes())), repushLoop(settings.health))
     ], { concurrency: "unbounded", discard: true })
     yield* Effect.all([
       server,

@@ -127,6 +127,9 @@ const handleStreamEvent = (hooks: EventSourceHooks) => (frame: MarathonStreamEve
     )
   })
 
+/** What the stream is asked for: task states, and Marathon's health verdicts (`--health-checks ttl` relays them). */
+export const streamedEventTypes = ["status_update_event", "health_status_changed_event", "instance_health_changed_event"] as const
+
 /** How one connection of the stream ended: it always does (Marathon closed it, or it broke). */
 class StreamEnded {
   readonly _tag = "StreamEnded"
@@ -142,7 +145,7 @@ const connectOnce = (hooks: EventSourceHooks) =>
   Effect.gen(function*() {
     const marathon = yield* Marathon
     let opened = false
-    const outcome = yield* marathon.eventStream(["status_update_event"]).pipe(
+    const outcome = yield* marathon.eventStream(streamedEventTypes).pipe(
       Stream.tap((frame) =>
         frame !== streamOpened ? Effect.void : Effect.gen(function*() {
           opened = true

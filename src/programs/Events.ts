@@ -4,12 +4,19 @@ import { Duration, Effect, Either, Option, ParseResult, Schema, SchemaAST as AST
 import { ConsulError, InvalidEvent, isUnreachable, PayloadTooLarge } from "../domain/Errors.js"
 import type { MarathonError } from "../domain/Errors.js"
 import * as Diff from "../domain/Diff.js"
-import { EventEnvelope, isTerminal, KnownEventType, StatusUpdateEvent } from "../domain/MarathonApi.js"
+import { instanceOfTask } from "../domain/Health.js"
+import {
+  EventEnvelope, HealthStatusChangedEvent, InstanceHealthChangedEvent, isTerminal, KnownEventType, StatusUpdateEvent
+} from "../domain/MarathonApi.js"
 import type { TaskState } from "../domain/MarathonApi.js"
 import type { AppId, Labels, PodListing } from "../domain/MarathonApi.js"
 import { appKvPrefix, appName, isOwnedBy, registrations, taskIdOfService } from "../domain/Naming.js"
 import { appRunSpec, isServiceTask, taskEndpointsOf, unknownRunSpec } from "../domain/RunSpec.js"
 import type { RunSpec } from "../domain/RunSpec.js"
+import { decorate, ttlCheck } from "../domain/RegistrationExtras.js"
+import { isOwnedByMeta } from "../domain/ServiceMeta.js"
+import type { HealthSettings, KnownApp } from "./HealthBook.js"
+import { applyHealthEvent, pushAfterRegistration } from "./HealthRelay.js"
 import { Consul } from "../services/Consul.js"
 import { Metrics } from "../services/Metrics.js"
 import type { SkipReason } from "../services/Metrics.js"
@@ -37,10 +44,25 @@ export interface EventSettings {
   readonly maxEventBytes: number
   /** one service per port of a task, not only the lowest port's */
   readonly servicePerPort?: boolean | undefined
+  /** `--service-meta` */
+  readonly serviceMeta?: boolean | undefined
+  /** `--health-checks ttl`; absent: `none` (health events are acknowledged and ignored) */
+  readonly health?: HealthSettings | undefined
+}
+
+/** Marathon's word on an instance's health, from either health event type. */
+export interface HealthEvent {
+  readonly eventType: "health_status_changed_event" | "instance_health_changed_event"
+  /** the instance (1.4+), or the task of an older Marathon, which is its own instance */
+  readonly instance: string
+  /** null: Marathon has no result (instance_health_changed_event `healthy: null`) */
+  readonly alive: boolean | null
+  readonly timestamp: string | undefined
 }
 
 export type DecodedEvent =
   | { readonly _tag: "StatusUpdate"; readonly event: StatusUpdateEvent }
+  | { readonly _tag: "Health"; readonly eventType: HealthEvent["eventType"]; readonly event: HealthEvent }
   | { readonly _tag: "Other"; readonly eventType: string }
 
 /**
@@ -112,6 +134,29 @@ const describeParseError = (error: ParseResult.ParseError): string => {
 
 const decodeEnvelope = Schema.decodeUnknownEither(EventEnvelope)
 const decodeStatusUpdate = Schema.decodeUnknownEither(StatusUpdateEvent)
+const decodeHealthStatusChanged = Schema.decodeUnknownEither(HealthStatusChangedEvent)
+const decodeInstanceHealthChanged = Schema.decodeUnknownEither(InstanceHealthChangedEvent)
+
+const healthDecoded = (event: HealthEvent): DecodedEvent => ({ _tag: "Health", eventType: event.eventType, event })
+
+/** The two health events, each by its own schema: an instance (or, before Marathon 1.4, a task) and its verdict. */
+const decodeHealthEvent = (eventType: HealthEvent["eventType"], json: unknown): Either.Either<DecodedEvent, InvalidEvent> => {
+  if (eventType === "instance_health_changed_event") {
+    return decodeInstanceHealthChanged(json).pipe(Either.mapBoth({
+      onLeft: (error) => new InvalidEvent({ problem: `invalid ${eventType}`, detail: describeParseError(error) }),
+      onRight: (event) => healthDecoded({ eventType, instance: event.instanceId, alive: event.healthy, timestamp: event.timestamp })
+    }))
+  }
+  return decodeHealthStatusChanged(json).pipe(
+    Either.mapLeft((error) => new InvalidEvent({ problem: `invalid ${eventType}`, detail: describeParseError(error) })),
+    Either.flatMap((event) => {
+      const instance = event.instanceId ?? (event.taskId === undefined ? undefined : instanceOfTask(event.taskId))
+      return instance === undefined
+        ? Either.left(new InvalidEvent({ problem: `invalid ${eventType}`, detail: "instanceId or taskId is missing" }))
+        : Either.right(healthDecoded({ eventType, instance, alive: event.alive, timestamp: event.timestamp }))
+    })
+  )
+}
 const isKnownEventType = Schema.is(KnownEventType)
 
 /** The type is decoded first, so a malformed status_update_event is a 400 and never passes for another type. */
@@ -131,6 +176,7 @@ export const decodeEvent = (text: string): Either.Either<DecodedEvent, InvalidEv
   const envelope = decodeEnvelope(json)
   if (Either.isLeft(envelope)) return Either.left(new InvalidEvent({ problem: "invalid event", detail: "eventType must be a string" }))
   const { eventType } = envelope.right
+  if (eventType === "health_status_changed_event" || eventType === "instance_health_changed_event") return decodeHealthEvent(eventType, json)
   if (eventType !== "status_update_event") {
     return isKnownEventType(eventType)
       ? Either.right({ _tag: "Other", eventType })
@@ -169,9 +215,11 @@ interface Definition {
   readonly labels: Labels | undefined
   readonly version: string | undefined
   readonly runSpec: RunSpec
+  /** Marathon runs health checks for it (a pod's are not relayed) */
+  readonly hasHealthChecks: boolean
 }
 
-export type EventOutcome = "registered" | "deregistered" | "ignored" | "stale" | "skipped"
+export type EventOutcome = "registered" | "deregistered" | "ignored" | "stale" | "skipped" | "health"
 
 export const makeEventHandler = (settings: EventSettings) =>
   Effect.gen(function*() {
@@ -185,6 +233,36 @@ export const makeEventHandler = (settings: EventSettings) =>
     // the daemon counts label writes and skipped events; other users of the handler need no metrics
     const metrics = yield* Effect.serviceOption(Metrics)
     const ended = new EndedTasks(20_000)
+    const extras = {
+      registrationId: settings.registrationId,
+      serviceMeta: settings.serviceMeta === true,
+      check: settings.health === undefined ? undefined : ttlCheck(settings.registrationId, settings.health)
+    }
+    const decorated = extras.serviceMeta || extras.check !== undefined
+
+    /**
+     * The app as the registration needs it (labels, health checks): known from the last pass, or from this
+     * version's read of its definition (the event's own, when it made one).
+     */
+    const knownApp = (event: StatusUpdateEvent, read: Definition | undefined | "unread"): Effect.Effect<KnownApp | undefined> => {
+      const known = topology.health.apps.get(event.appId)
+      if (known !== undefined && event.version !== undefined && known.version === event.version) return Effect.succeed(known)
+      const remember = (definition: Definition | undefined): KnownApp | undefined => {
+        if (definition === undefined) return undefined
+        const app = { version: definition.version, labels: definition.labels, hasHealthChecks: definition.hasHealthChecks }
+        topology.health.apps.set(definition.id, app)
+        return app
+      }
+      if (read !== "unread") return Effect.succeed(remember(read))
+      return readDefinition(event.appId).pipe(
+        Effect.map(remember),
+        // the task is registered all the same: without the labels in Meta and with the initial status until the next pass
+        Effect.catchTag("MarathonError", (error) =>
+          Effect.as(Effect.logWarning("app of a running task unreadable: registered without its labels in Meta").pipe(
+            Effect.annotateLogs({ app: event.appId, error: error.message })
+          ), undefined))
+      )
+    }
 
     // Before the first event (and any pass): the agents of the catalog, and the app names that clash
     yield* learnDatacenter(lookup, marathon, topology)
@@ -202,14 +280,21 @@ export const makeEventHandler = (settings: EventSettings) =>
      */
     const readDefinition = (id: AppId): Effect.Effect<Definition | undefined, MarathonError> =>
       marathon.app(id).pipe(
-        Effect.map((app): Definition | undefined => ({ id: app.id, labels: app.labels, version: app.version, runSpec: appRunSpec(app) })),
+        Effect.map((app): Definition | undefined => ({
+          id: app.id,
+          labels: app.labels,
+          version: app.version,
+          runSpec: appRunSpec(app),
+          hasHealthChecks: (app.healthChecks?.length ?? 0) > 0
+        })),
         Effect.catchTag("NotFound", () =>
           marathon.pod(id).pipe(
             Effect.map((pod): Definition => ({
               id: pod.id,
               labels: pod.labels ?? undefined,
               version: pod.version ?? undefined,
-              runSpec: { _tag: "Pod", spec: pod }
+              runSpec: { _tag: "Pod", spec: pod },
+              hasHealthChecks: false
             })),
             Effect.catchTag("NotFound", () => Effect.succeed(undefined))
           ))
@@ -276,11 +361,21 @@ export const makeEventHandler = (settings: EventSettings) =>
         if (!isServiceTask(runSpec, event.taskId)) return "ignored" as const
         const endpoints = taskEndpointsOf(runSpec, { id: event.taskId, host: event.host, ports: event.ports, ipAddresses: event.ipAddresses })
         const main = (yield* topology.directory).main
-        for (const wanted of registrations(settings.registrationId, { appId: event.appId, taskId: event.taskId, endpoints }, settings)) {
+        const app = decorated ? yield* knownApp(event, read) : undefined
+        for (const plain of registrations(settings.registrationId, { appId: event.appId, taskId: event.taskId, endpoints }, settings)) {
+          const wanted = decorated ? decorate(extras, plain, { id: event.appId, labels: app?.labels }, event.taskId).registration : plain
           const placed = yield* place({ agent, main }, wanted).pipe(
             Effect.tapError(() => claim === "new" ? topology.releaseApp(event.appId) : Effect.void)
           )
           yield* topology.rememberOwned(placed.agent, wanted.ID)
+          if (settings.health !== undefined) {
+            // an app Marathon no longer lists: no word on its checks, so the initial status until it says
+            yield* pushAfterRegistration(wanted.ID, placed.agent, app?.hasHealthChecks ?? true, settings.health, event.taskId).pipe(
+              Effect.catchTag("NotFound", (error) => Effect.fail(new ConsulError({ operation: "update check", reason: "Status", status: 404, detail: error.message }))),
+              Effect.provideService(Consul, consul),
+              Effect.provideService(Topology, topology)
+            )
+          }
         }
         yield* ledger.taskStarted(event.taskId, appName(event.appId))
         yield* refreshLabels(event, claim, read)
@@ -295,7 +390,10 @@ export const makeEventHandler = (settings: EventSettings) =>
       Effect.flatMap(topology.isOwned(agent, taskId), (known) =>
         (known
           ? Effect.succeed(true)
-          : consul.agentService(agent, taskId).pipe(Effect.map((service) => isOwnedBy(service.Tags, settings.registrationId)))
+          : consul.agentService(agent, taskId).pipe(Effect.map((service) =>
+            isOwnedBy(service.Tags, settings.registrationId) ||
+            (settings.serviceMeta === true && isOwnedByMeta(service.Meta, settings.registrationId))
+          ))
         ).pipe(
           Effect.flatMap((isOurs) =>
             isOurs
@@ -319,7 +417,8 @@ export const makeEventHandler = (settings: EventSettings) =>
             ),
             (service) => consul.deregister(agent, service.ID).pipe(
               Effect.catchTag("NotFound", () => Effect.void),
-              Effect.zipRight(topology.forgetOwned(agent, service.ID))
+              Effect.zipRight(topology.forgetOwned(agent, service.ID)),
+              Effect.tap(() => Effect.sync(() => topology.health.forget(service.ID)))
             ),
             { discard: true }
           )
@@ -344,6 +443,7 @@ export const makeEventHandler = (settings: EventSettings) =>
           ? [yield* Effect.either(deregisterAll(agents[0]!))]
           : yield* Effect.forEach(agents, (target) => Effect.either(deregisterAll(target)), { concurrency: 2 })
         yield* ledger.taskEnded(event.taskId, appName(event.appId))
+        topology.health.forget(event.taskId)
         const [onHost, onMain] = results
         if (onHost !== undefined && Either.isLeft(onHost)) {
           const hostDown = onHost.left._tag === "ConsulError" && isUnreachable(onHost.left)
@@ -371,8 +471,24 @@ export const makeEventHandler = (settings: EventSettings) =>
         Effect.annotateLogs({ task: event.taskId, state: event.taskStatus })
       )
 
+    /** Marathon's word on an instance's health, pushed to its tasks' checks; ignored without `--health-checks ttl`. */
+    const healthChanged = (event: HealthEvent): Effect.Effect<EventOutcome, ConsulError> => {
+      if (settings.health === undefined || event.alive === null) return Effect.succeed("ignored")
+      return applyHealthEvent(event.instance, { _tag: "Event", alive: event.alive, timestamp: event.timestamp }, settings.health).pipe(
+        Effect.provideService(Consul, consul),
+        Effect.provideService(Topology, topology),
+        Effect.catchTag("NotFound", (error) => Effect.fail(new ConsulError({ operation: "update check", reason: "Status", status: 404, detail: error.message }))),
+        Effect.map((changed): EventOutcome => changed > 0 ? "health" : "ignored"),
+        Effect.annotateLogs({ instance: event.instance, event: event.eventType })
+      )
+    }
+
     const handle = (decoded: DecodedEvent): Effect.Effect<EventOutcome, ConsulError | MarathonError> =>
-      decoded._tag === "StatusUpdate" ? statusUpdate(decoded.event) : Effect.succeed("ignored")
+      decoded._tag === "StatusUpdate"
+        ? statusUpdate(decoded.event)
+        : decoded._tag === "Health"
+        ? healthChanged(decoded.event)
+        : Effect.succeed("ignored")
 
     return { handle, statusUpdate }
   })

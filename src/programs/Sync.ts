@@ -7,13 +7,16 @@ import type { AppWithTasks, Plan, SkippedTask } from "../domain/Diff.js"
 import { describeRefusedOperation, isUnreachable } from "../domain/Errors.js"
 import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
-import type { PodListing, RejectedApp } from "../domain/MarathonApi.js"
-import { appName, isOwnedBy, kvRoot, parseLabelKey, taskIdOfService } from "../domain/Naming.js"
+import type { Labels, PodListing, RejectedApp } from "../domain/MarathonApi.js"
+import { appName, isOwnedBy, kvRoot, parseLabelKey, taskIdOfService, ttlCheckId } from "../domain/Naming.js"
 import { podServices } from "../domain/Pods.js"
 import { guardPurge, keysUnder } from "../domain/PurgeGuard.js"
 import type { PurgeRefusal } from "../domain/PurgeGuard.js"
 import { appRunSpec } from "../domain/RunSpec.js"
 import type { RunSpec } from "../domain/RunSpec.js"
+import { decorate, ttlCheck } from "../domain/RegistrationExtras.js"
+import type { SkippedLabel } from "../domain/ServiceMeta.js"
+import { isOwnedByMeta } from "../domain/ServiceMeta.js"
 import { Consul } from "../services/Consul.js"
 import { Marathon } from "../services/Marathon.js"
 import * as Clock from "../services/Clock.js"
@@ -22,6 +25,8 @@ import { forEachInLanes } from "./Lanes.js"
 import { Ledger } from "./Ledger.js"
 import { makePlacement } from "./Placement.js"
 import { Topology } from "./Topology.js"
+import type { HealthSettings } from "./HealthBook.js"
+import { relayInPass } from "./HealthRelay.js"
 
 export interface SyncSettings {
   readonly registrationId: string
@@ -41,6 +46,15 @@ export interface SyncSettings {
   readonly maxPurge?: number | undefined
   /** run as the pass begins reading Marathon: what changed in Marathon before then is in this pass (POST /sync) */
   readonly readingMarathon?: Effect.Effect<void> | undefined
+  /** `--service-meta`: Meta on every registration, and ownership recognised by Meta too */
+  readonly serviceMeta?: boolean | undefined
+  /** `--health-checks ttl`; absent: `none` */
+  readonly health?: HealthSettings | undefined
+  /**
+   * Without TTL checks, the first pass of this process looks for checks an earlier `--health-checks ttl` left on
+   * our services, and drops them (the daemon sets it; a one-shot sync reads Consul exactly as before)
+   */
+  readonly sweepStaleChecks?: boolean | undefined
 }
 
 export interface SyncFailure {
@@ -70,6 +84,8 @@ export interface SyncReport {
   readonly deregistered: number
   readonly keysSet: number
   readonly keysDeleted: number
+  /** TTL check statuses pushed (`--health-checks ttl`) */
+  readonly checksUpdated?: number | undefined
   readonly clashes: ReadonlyArray<Diff.Clash>
   /** running tasks not registered because their host is no known Consul agent (no request went to it) */
   readonly skipped: ReadonlyArray<SkippedTask>
@@ -93,11 +109,11 @@ const readMarathon = (concurrency: number): Effect.Effect<{
     const listing = yield* marathon.apps
     const apps = yield* Effect.forEach(listing.apps, (app) =>
       app.tasks !== undefined
-        ? Effect.succeed({ ...app, tasks: app.tasks })
+        ? Effect.succeed({ ...app, hasHealthChecks: (app.healthChecks?.length ?? 0) > 0, tasks: app.tasks })
         : marathon.appTasks(app.id).pipe(
           // Marathon #3881: some releases answer 404 for an app that has no tasks
           Effect.catchTag("NotFound", () => Effect.succeed([])),
-          Effect.map((tasks) => ({ ...app, tasks }))
+          Effect.map((tasks) => ({ ...app, hasHealthChecks: (app.healthChecks?.length ?? 0) > 0, tasks }))
         ), { concurrency })
     return { apps, rejected: listing.rejected }
   })
@@ -126,7 +142,20 @@ const failureOf = (scope: string, error: ConsulError | MarathonError, subject?: 
  * `consular/`. Each task host is matched to its agent here (by DNS when the catalog does not name it); a host
  * that is no known agent is never read.
  */
-const readConsul = (apps: ReadonlyArray<AppWithTasks>, podHosts: ReadonlyArray<string>, consulUrl: URL, purge: boolean, concurrency: number) =>
+/**
+ * `required`: checks decide the pushes (`--health-checks ttl`), an agent whose checks cannot be read is unreadable;
+ * `sweep`: read to find checks left by an earlier `--health-checks ttl` (dropped by re-registering), best effort.
+ */
+type CheckReading = "skip" | "required" | "sweep"
+
+const readConsul = (
+  apps: ReadonlyArray<AppWithTasks>,
+  podHosts: ReadonlyArray<string>,
+  consulUrl: URL,
+  purge: boolean,
+  concurrency: number,
+  checkReading: CheckReading = "skip"
+) =>
   Effect.gen(function*() {
     const consul = yield* Consul
     const topology = yield* Topology
@@ -164,7 +193,15 @@ const readConsul = (apps: ReadonlyArray<AppWithTasks>, podHosts: ReadonlyArray<s
     const states = yield* Effect.forEach(agentsToRead, (agent) =>
       // one try for an agent that is not there: the pass goes on without it, the next pass asks again
       consul.agentServices(agent, { retryUnreachable: false }).pipe(
-        Effect.map((services): Diff.AgentState => ({ _tag: "Read", services })),
+        // with TTL checks, an agent is read only when its checks are too: their statuses decide the pushes
+        Effect.flatMap((services) =>
+          checkReading === "skip"
+            ? Effect.succeed<Diff.AgentState>({ _tag: "Read", services })
+            : consul.agentChecks(agent, { retryUnreachable: false }).pipe(
+              Effect.map((checks): Diff.AgentState => ({ _tag: "Read", services, checks })),
+              checkReading === "sweep" ? Effect.orElseSucceed((): Diff.AgentState => ({ _tag: "Read", services })) : (read) => read
+            )
+        ),
         Effect.catchAll((error) => Effect.sync((): Diff.AgentState => {
           failures.push(failureOf(`agent ${agent}`, error))
           return { _tag: "Unreadable", unreachable: isUnreachable(error) }
@@ -200,6 +237,8 @@ const chunk = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>
 }
 
 interface Applied {
+  /** service id -> the agent its registration landed on in this pass */
+  readonly landed?: Map<string, string>
   registered: number
   fallbackRegistered: number
   deregistered: number
@@ -283,19 +322,25 @@ const applyPlan = (plan: Plan, actual: Diff.Actual, directory: AgentDirectory, s
      */
     const unlessNewerEvent = (taskId: string, write: Effect.Effect<void>) =>
       topology.locks.withLock(taskId, Effect.flatMap(ledger.taskTouchedSince(taskId, mark), (touched) => touched ? Effect.void : write))
-    const applied: Applied = { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
+    const applied: Applied = { landed: new Map(), registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
     const fail = (scope: string, taskId: string) => (error: ConsulError) => Effect.sync(() => {
       applied.failures.push(failureOf(scope, error, `task ${taskId}`))
     })
     const unreachable = new Set<string>()
     for (const [agent, state] of actual.agents) if (state._tag === "Unreadable" && state.unreachable) unreachable.add(agent)
+    // a check of ours left by an earlier `--health-checks ttl` goes with the registration that no longer has it
+    const staleCheck = (agent: string, registration: Registration) => {
+      const state = actual.agents.get(agent)
+      return registration.Check === undefined && state?._tag === "Read" && state.checks?.has(ttlCheckId(registration.ID)) === true
+    }
 
     const register = ({ agent, registration, fallback, taskId }: Diff.DesiredService) => unlessNewerEvent(taskId ?? registration.ID, Effect.suspend(() => {
       const down = unreachable.has(agent)
       // known down in this pass: straight to the fallback, or wait for the agent (reported once, when read)
       if (down && !(settings.fallback && agent !== directory.main)) return Effect.void
-      return place({ agent: fallback === true ? undefined : agent, main: directory.main, down }, registration).pipe(
+      return place({ agent: fallback === true ? undefined : agent, main: directory.main, down }, registration, (on) => staleCheck(on, registration)).pipe(
         Effect.flatMap((placed) => Effect.sync(() => {
+          applied.landed?.set(registration.ID, placed.agent)
           if (placed.fallback) applied.fallbackRegistered++
           else applied.registered++
         })),
@@ -349,7 +394,14 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     const podListing = podsRead._tag === "Read" ? podsRead.listing : { pods: [], rejected: [] }
     const pods = podListing.pods.map(podServices)
     const podHosts = pods.flatMap((pod) => pod.tasks.map((task) => task.host))
-    const { directory, catalogRead, hostAgents, actual, failures } = yield* readConsul(apps, podHosts, settings.consulUrl, settings.purge, concurrency)
+    const healthMark = topology.health.seq
+    // without TTL checks, the first pass of a process still looks for ours, left by an earlier `ttl`, to drop them
+    const checkReading: CheckReading = settings.health !== undefined
+      ? "required"
+      : settings.sweepStaleChecks === true && !topology.health.checksSwept
+      ? "sweep"
+      : "skip"
+    const { directory, catalogRead, hostAgents, actual, failures } = yield* readConsul(apps, podHosts, settings.consulUrl, settings.purge, concurrency, checkReading)
     // an app or pod without a usable id cannot be told from a gone one, nor can unknown pods, nor a task host from
     // no agent without the catalog: no purge in this pass
     const purge = settings.purge && catalogRead && podsRead._tag === "Read" &&
@@ -366,13 +418,44 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       failures.push({ scope: "marathon", message: `pod ${pod.id ?? "(no id)"} skipped, unreadable: ${pod.problem}` })
       yield* Effect.logError("pod Marathon listed cannot be read: skipped").pipe(Effect.annotateLogs({ pod: pod.id ?? "(no id)", problem: pod.problem }))
     }
+    const extras = {
+      registrationId: settings.registrationId,
+      serviceMeta: settings.serviceMeta === true,
+      check: settings.health === undefined ? undefined : ttlCheck(settings.registrationId, settings.health)
+    }
+    const skippedMeta = new Map<string, ReadonlyArray<SkippedLabel>>()
+    const decorated = extras.serviceMeta || extras.check !== undefined
     const desired = Diff.desiredState(apps, settings.registrationId, hostAgents, {
       unreadableIds: [...rejected, ...podListing.rejected].flatMap((workload) => workload.id === undefined ? [] : [workload.id]),
       // the fallback takes what is certainly no agent, never what an unreadable catalog could not tell
       fallbackAgent: settings.fallback && catalogRead ? directory.main : undefined,
       servicePerPort: settings.servicePerPort,
-      pods
+      pods,
+      decorate: decorated
+        ? (plain, workload, taskId) => {
+          const made = decorate(extras, plain, workload, taskId)
+          if (made.skipped.length > 0) skippedMeta.set(workload.id, made.skipped)
+          return made.registration
+        }
+        : undefined
     })
+    const workloads: ReadonlyArray<{ readonly id: string; readonly version: string | undefined; readonly labels: Labels | undefined; readonly hasHealthChecks: boolean }> = [
+      ...apps.map((app) => ({ id: app.id, version: app.version, labels: app.labels, hasHealthChecks: app.hasHealthChecks === true })),
+      ...pods.map((pod) => ({ id: pod.id, version: pod.version, labels: pod.labels, hasHealthChecks: false }))
+    ]
+    for (const workload of workloads) {
+      // what events need to build the same registration between passes
+      if (decorated) topology.health.apps.set(workload.id, { version: workload.version, labels: workload.labels, hasHealthChecks: workload.hasHealthChecks })
+      const skipped = skippedMeta.get(workload.id)
+      const warned = topology.health.metaWarned.has(workload.id) && topology.health.metaWarned.get(workload.id) === workload.version
+      if (skipped === undefined || warned) continue
+      topology.health.metaWarned.set(workload.id, workload.version)
+      yield* Effect.logWarning("app labels left out of Service Meta").pipe(Effect.annotateLogs({
+        app: workload.id,
+        version: workload.version ?? "",
+        labels: skipped.map((s) => `${s.label} (${s.why})`).join("; ")
+      }))
+    }
     for (const clash of desired.clashes) {
       yield* Effect.logError("app ids share one Consul name: skipped").pipe(
         Effect.annotateLogs({ name: clash.name, ids: clash.ids.join(", ") })
@@ -383,7 +466,8 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       registrationId: settings.registrationId,
       purge,
       fallback: settings.fallback,
-      directory
+      directory,
+      serviceMeta: settings.serviceMeta === true
     })
     // --max-purge (issue 14): a purge over the limit loses all its deletions; registrations and labels still land
     const { plan, refused: purgeRefused } = guardPurge(withoutNewerEvents(computed, yield* ledger.since(mark)), actual, settings.maxPurge)
@@ -401,6 +485,37 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     const applied: Applied = writes
       ? yield* applyPlan(plan, actual, directory, settings, concurrency, mark)
       : { registered: 0, fallbackRegistered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
+    if (checkReading === "sweep" && writes && applied.failures.length === 0 &&
+      [...actual.agents.values()].every((state) => state._tag === "Read" && state.checks !== undefined)) {
+      topology.health.checksSwept = true
+    }
+    let checksUpdated = 0
+    if (settings.health !== undefined && writes) {
+      const planned = new Set(plan.register.map((s) => s.registration.ID as string))
+      const healthOf = new Map(apps.flatMap((app) => app.tasks.map((task) => [task.id as string, { app, task }] as const)))
+      const relayed = yield* relayInPass({
+        tasks: [...desired.services.values()].map(({ agent, registration, taskId }) => {
+          const of = healthOf.get(taskId ?? registration.ID)
+          return {
+            taskId: registration.ID,
+            marathonTaskId: taskId,
+            agent,
+            appHasHealthChecks: of?.app.hasHealthChecks === true,
+            results: of?.task.healthCheckResults
+          }
+        }),
+        checks: (agent) => {
+          const state = actual.agents.get(agent)
+          return state?._tag === "Read" ? state.checks : undefined
+        },
+        landed: applied.landed ?? new Map(),
+        held: (taskId, agent) => !planned.has(taskId) && actual.agents.get(agent)?._tag === "Read",
+        mark: healthMark,
+        touchedSince: (taskId) => ledger.taskTouchedSince(taskId, mark)
+      }, settings.health, concurrency)
+      checksUpdated = relayed.pushed
+      for (const { agent, error } of relayed.failures) applied.failures.push({ scope: `agent ${agent}`, message: error.message })
+    }
     if (writes) {
       // ours as the pass saw them, less what it removed, plus what it registered
       const owned = new Map<string, readonly [agent: string, serviceId: string]>()
@@ -408,7 +523,9 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       for (const [agent, state] of actual.agents) {
         if (state._tag !== "Read") continue
         for (const [id, service] of state.services) {
-          if (isOwnedBy(service.Tags, settings.registrationId)) own(agent, id)
+          if (isOwnedBy(service.Tags, settings.registrationId) || (settings.serviceMeta === true && isOwnedByMeta(service.Meta, settings.registrationId))) {
+            own(agent, id)
+          }
         }
       }
       for (const { agent, serviceId } of plan.deregister) owned.delete(`${agent} ${serviceId}`)
@@ -452,6 +569,7 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       deregistered: applied.deregistered,
       keysSet: applied.keysSet,
       keysDeleted: applied.keysDeleted,
+      ...(settings.health === undefined ? {} : { checksUpdated }),
       clashes: desired.clashes,
       skipped: desired.skipped,
       failures: [...failures, ...applied.failures],
@@ -497,7 +615,8 @@ const maxSkippedLines = 20
 export const summaryLines = (report: SyncReport): ReadonlyArray<string> => [
   `apps ${report.apps}, running tasks ${report.tasks}, agents ${report.agents}`,
   `registered ${report.registered}${report.fallbackRegistered > 0 ? ` (+${report.fallbackRegistered} on the fallback agent)` : ""}, ` +
-  `deregistered ${report.deregistered}, keys set ${report.keysSet}, keys deleted ${report.keysDeleted}, errors ${report.failures.length}` +
+  `deregistered ${report.deregistered}, keys set ${report.keysSet}, keys deleted ${report.keysDeleted}, ` +
+  `${report.checksUpdated === undefined ? "" : `checks updated ${report.checksUpdated}, `}errors ${report.failures.length}` +
   (report.skipped.length > 0 ? `, skipped ${report.skipped.length}` : ""),
   outcomeLine(report)
 ]

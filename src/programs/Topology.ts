@@ -4,6 +4,7 @@ import type { AgentDirectory } from "../domain/Agents.js"
 import type { AppName } from "../domain/Naming.js"
 import { appName } from "../domain/Naming.js"
 import type { RunSpec } from "../domain/RunSpec.js"
+import { HealthBook } from "./HealthBook.js"
 import { KeyedLock } from "./KeyedLock.js"
 
 /**
@@ -67,6 +68,8 @@ export interface TopologyService {
 
   /** one lock per task, shared by events and sync passes: their writes for one task never interleave */
   readonly locks: KeyedLock
+  /** the TTL checks consular relays (`--health-checks ttl`) */
+  readonly health: HealthBook
 }
 
 export class Topology extends Context.Tag("consular/Topology")<Topology, TopologyService>() {}
@@ -183,7 +186,8 @@ export const makeTopology = (consulUrl: URL): TopologyService => {
         runSpecs.clear()
         for (const [appId, version, runSpec] of pass.runSpecs) rememberRunSpec(appId, version, runSpec)
       }),
-    locks: new KeyedLock()
+    locks: new KeyedLock(),
+    health: new HealthBook()
   }
 }
 

@@ -1,13 +1,13 @@
 import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { Context, Duration, Effect, Either, Layer, Option, Schema } from "effect"
-import { AgentServices, CatalogNodes, KvEntries, KvKeys, Registration, TxnConflict, TxnOperations } from "../domain/ConsulApi.js"
-import type { AgentService, CatalogNode, TxnOpError, TxnOperation } from "../domain/ConsulApi.js"
+import { AgentChecks, AgentServices, CatalogNodes, CheckUpdate, KvEntries, KvKeys, Registration, TxnConflict, TxnOperations } from "../domain/ConsulApi.js"
+import type { AgentCheck, AgentService, CatalogNode, TxnOpError, TxnOperation } from "../domain/ConsulApi.js"
 import { ConsulError, isUnreachable, NotFound } from "../domain/Errors.js"
 import { agentUrl, kvPath } from "../domain/Naming.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
 import * as Http from "./Http.js"
 import { ConsulStore, faultBody, refused } from "./ConsulStore.js"
-import type { Admission, Answer, ConsulOperation, Refusal, TxnRolledBack } from "./ConsulStore.js"
+import type { Admission, Answer, ConsulOperation, Refusal, StoredCheck, TxnRolledBack } from "./ConsulStore.js"
 import { BufferedResponse } from "./HttpTransport.js"
 
 /**
@@ -18,6 +18,8 @@ export interface RegisterOptions {
   /** the agent's reachability decides the fallback: no retry when it is unreachable, and this timeout */
   readonly fallbackMode?: boolean | undefined
   readonly timeout?: Duration.DurationInput | undefined
+  /** `?replace-existing-checks`: checks of the service not in the body are removed (a check dropped by `--health-checks none`) */
+  readonly replaceExistingChecks?: boolean | undefined
 }
 
 export class Consul extends Context.Tag("consular/Consul")<Consul, {
@@ -33,6 +35,13 @@ export class Consul extends Context.Tag("consular/Consul")<Consul, {
     registration: Registration,
     options?: RegisterOptions
   ) => Effect.Effect<void, ConsulError>
+  /** an agent's checks by CheckID (`GET /v1/agent/checks`) */
+  readonly agentChecks: (
+    agent: string,
+    options?: { readonly retryUnreachable?: boolean }
+  ) => Effect.Effect<ReadonlyMap<string, AgentCheck>, ConsulError>
+  /** `PUT /v1/agent/check/update/<id>`: the status and output of a TTL check, which also restarts its TTL */
+  readonly updateCheck: (agent: string, checkId: string, update: CheckUpdate) => Effect.Effect<void, NotFound | ConsulError>
   /** NotFound: the agent has no such service (already gone) */
   readonly deregister: (agent: string, serviceId: string) => Effect.Effect<void, NotFound | ConsulError>
   readonly catalogNodes: Effect.Effect<ReadonlyArray<CatalogNode>, ConsulError>
@@ -122,6 +131,7 @@ const notFoundIsError = (operation: string, agent?: string) => (error: NotFound 
     : error
 
 const encodeRegistration = Schema.encodeEither(Registration)
+const encodeCheckUpdate = Schema.encodeSync(CheckUpdate)
 
 const decodeBase64 = (value: string | null): string => value === null ? "" : Buffer.from(value, "base64").toString("utf8")
 
@@ -172,12 +182,30 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
       if (Either.isLeft(encoded)) {
         return Effect.fail(new ConsulError({ operation: "register", reason: "Status", agent, detail: `unencodable registration: ${encoded.left.message}` }))
       }
+      const path = options?.replaceExistingChecks === true ? "/v1/agent/service/register?replace-existing-checks=true" : "/v1/agent/service/register"
       return http.send(
-        HttpClientRequest.put(at(agent, "/v1/agent/service/register")).pipe(HttpClientRequest.bodyUnsafeJson(encoded.right)),
+        HttpClientRequest.put(at(agent, path)).pipe(HttpClientRequest.bodyUnsafeJson(encoded.right)),
         Http.ignoreBody,
         { retryUnreachable: options?.fallbackMode !== true, timeout: options?.timeout }
       ).pipe(Effect.mapError((failure) => notFoundIsError("register", agent)(Http.mapFailure(`agent ${agent}`, consulError("register", agent))(failure))))
     }
+
+    const agentChecks = (agent: string, options?: { readonly retryUnreachable?: boolean }) =>
+      http.send(HttpClientRequest.get(at(agent, "/v1/agent/checks")), HttpClientResponse.schemaBodyJson(AgentChecks), {
+        retryUnreachable: options?.retryUnreachable
+      }).pipe(
+        Effect.map((checks) => new Map(Object.entries(checks))),
+        Effect.mapError(Http.mapFailure(`checks of agent ${agent}`, consulError("list checks", agent))),
+        Effect.mapError(notFoundIsError("list checks", agent))
+      )
+
+    const updateCheck = (agent: string, checkId: string, update: CheckUpdate) =>
+      http.send(
+        HttpClientRequest.put(at(agent, `/v1/agent/check/update/${encodeURIComponent(checkId)}`)).pipe(
+          HttpClientRequest.bodyUnsafeJson(encodeCheckUpdate(update))
+        ),
+        Http.ignoreBody
+      ).pipe(Effect.mapError(Http.mapFailure(`check ${checkId} on agent ${agent}`, consulError("update check", agent))))
 
     const unknownService = (failure: Http.HttpFailure) =>
       failure._tag === "ResponseError" && saysUnknownService(failure.response.status, Http.upstreamWords(failure))
@@ -263,6 +291,8 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
     return Consul.of({
       agentServices,
       agentService,
+      agentChecks,
+      updateCheck,
       register,
       deregister,
       catalogNodes,
@@ -354,7 +384,8 @@ export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySetti
 
   return Consul.of({
     agentServices: (agent, options) =>
-      request(agent, "agent.services", "list services", () => store.listServices(agent, token), {
+      // as Consul lists them: a service without Meta has an empty one
+      request(agent, "agent.services", "list services", () => withEmptyMeta(store.listServices(agent, token)), {
         fallbackMode: options?.retryUnreachable === false
       }).pipe(Effect.map((services) => new Map(services)), Effect.mapError(notFoundIsError("list services", agent))),
     agentService: (agent, serviceId) =>
@@ -363,8 +394,19 @@ export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySetti
         Effect.flatMap((services) => orNotFound(services.get(serviceId), `service ${serviceId} on agent ${agent}`))
       ),
     register: (agent, registration, options) =>
-      request(agent, "agent.register", "register", () => store.registerService(agent, token, registration), options).pipe(
+      request(agent, "agent.register", "register", () => store.registerService(agent, token, registration, options), options).pipe(
         Effect.mapError(notFoundIsError("register", agent))
+      ),
+    agentChecks: (agent, options) =>
+      request(agent, "agent.checks", "list checks", () => store.listChecks(agent, token), {
+        fallbackMode: options?.retryUnreachable === false
+      }).pipe(
+        Effect.map((checks) => new Map([...checks].map(([id, check]) => [id, agentCheckOf(check)] as const))),
+        Effect.mapError(notFoundIsError("list checks", agent))
+      ),
+    updateCheck: (agent, checkId, update) =>
+      request(agent, "agent.checkUpdate", "update check", () => store.updateServiceCheck(agent, token, checkId, update.Status, update.Output)).pipe(
+        Effect.flatMap((found) => found ? Effect.void : Effect.fail(new NotFound({ resource: `check ${checkId} on agent ${agent}` })))
       ),
     deregister: (agent, serviceId) =>
       request(agent, "agent.deregister", "deregister", () => store.deregisterService(agent, token, serviceId), { final: unknownService }).pipe(
@@ -411,6 +453,26 @@ export const makeConsulMemory = (store: ConsulStore, settings: ConsulMemorySetti
       )
   })
 }
+
+/** As Consul lists services: one registered without Meta has an empty one. */
+const withEmptyMeta = (answer: Answer<ReadonlyMap<string, AgentService>>): Answer<ReadonlyMap<string, AgentService>> =>
+  answer._tag !== "Ok" ? answer : {
+    _tag: "Ok",
+    value: new Map([...answer.value].map(([id, service]) => [id, service.Meta === undefined ? { ...service, Meta: {} } : service] as const))
+  }
+
+/** A stored check as `GET /v1/agent/checks` shows it, decoded. */
+const agentCheckOf = (check: StoredCheck): AgentCheck => ({
+  CheckID: check.CheckID,
+  Status: check.Status,
+  Output: check.Output,
+  Notes: check.Notes,
+  ServiceID: check.ServiceID,
+  Definition: {
+    TTL: check.TTL,
+    ...(check.DeregisterCriticalServiceAfter === undefined ? {} : { DeregisterCriticalServiceAfter: check.DeregisterCriticalServiceAfter })
+  }
+})
 
 /** A fresh in-memory datacenter: the main agent at 127.0.0.1; tests add agents through `ConsulState`. */
 export const ConsulMemory = (settings: ConsulMemorySettings = {}): Layer.Layer<Consul | ConsulState> =>

@@ -1,6 +1,7 @@
 import { STATUS_CODES } from "node:http"
 import type { AgentService, CatalogNode, Registration, TxnOpError, TxnOperation } from "../domain/ConsulApi.js"
 import { goDurationText, maxTxnOperations, parseGoDuration, sessionTtlMaxMillis, sessionTtlMinMillis } from "../domain/ConsulApi.js"
+import { ttlCheckId } from "../domain/Naming.js"
 
 /**
  * The state of a Consul datacenter held in memory: agents with their own service tables, one catalog, one KV
@@ -30,8 +31,32 @@ export interface StoredAgent {
   readonly node: string
   readonly address: string
   readonly services: Map<string, AgentService>
+  /** TTL checks by CheckID, each of a service of this agent */
+  readonly checks: Map<string, StoredCheck>
   fault: AgentFault | undefined
 }
+
+export type CheckStatus = "passing" | "warning" | "critical"
+
+/** A TTL check as a Consul agent keeps it: its status lapses to critical when no update came within the TTL. */
+export interface StoredCheck {
+  readonly CheckID: string
+  readonly ServiceID: string
+  readonly ServiceName: string
+  readonly Notes: string
+  /** as registered (Go duration) */
+  readonly TTL: string
+  readonly DeregisterCriticalServiceAfter: string | undefined
+  Status: CheckStatus
+  Output: string
+  /** by the store's clock: when the TTL lapses */
+  expiresAt: number
+  /** by the store's clock: since when the check is critical (for DeregisterCriticalServiceAfter) */
+  criticalSince: number | undefined
+}
+
+/** Consul's minimum for DeregisterCriticalServiceAfter: a shorter one is raised to it (agent.go). */
+const minimumReapMillis = 60_000
 
 export interface RequestRecord {
   readonly agent: string
@@ -55,6 +80,9 @@ export type ConsulOperation =
   | "kv.delete"
   | "txn"
   | SessionOperation
+  | "agent.checks"
+  | "agent.checkUpdate"
+  | "health.service"
 
 /** Sessions and locks: Consul writes, but not consular's data (`writes` does not count them). */
 export type SessionOperation =
@@ -65,7 +93,7 @@ export type SessionOperation =
   | "kv.acquire"
   | "kv.release"
 
-const writes: ReadonlySet<ConsulOperation> = new Set(["agent.register", "agent.deregister", "kv.put", "kv.delete", "txn"])
+const writes: ReadonlySet<ConsulOperation> = new Set(["agent.register", "agent.deregister", "kv.put", "kv.delete", "txn", "agent.checkUpdate"])
 
 /** A small seeded generator (mulberry32), so that "30% of requests fail at random" is the same run after run. */
 const seededRandom = (seed: number) => {
@@ -176,6 +204,8 @@ export class ConsulStore {
    * `Permission denied: token with AccessorID '…' lacks permission 'key:write' on "k"` from 1.11 on.
    */
   version: ConsulVersion = "1.15"
+  /** the clock TTLs run on; tests move it */
+  now: () => number = () => Date.now()
 
   constructor(main = "127.0.0.1") {
     this.main = main
@@ -184,7 +214,7 @@ export class ConsulStore {
   addAgent(address: string, node = `node-${address}`): StoredAgent {
     const existing = this.agents.get(address)
     if (existing !== undefined) return existing
-    const agent: StoredAgent = { node, address, services: new Map(), fault: undefined }
+    const agent: StoredAgent = { node, address, services: new Map(), checks: new Map(), fault: undefined }
     this.agents.set(address, agent)
     return agent
   }
@@ -269,14 +299,45 @@ export class ConsulStore {
   }
 
   /** `PUT /v1/agent/service/register`: service:write on the new name, and on the name it replaces */
-  registerService(address: string, token: string | undefined, registration: Registration): Answer<void> {
+  registerService(
+    address: string,
+    token: string | undefined,
+    registration: Registration,
+    options?: { readonly replaceExistingChecks?: boolean | undefined }
+  ): Answer<void> {
     const authz = this.authorize(token)
     if ("_tag" in authz) return authz
     const denied = this.check(authz, "service", "write", registration.Name, true) ??
       this.replaced(address, registration.ID, authz)
     if (denied !== undefined) return denied
-    this.register(address, registration)
+    this.register(address, registration, options)
     return ok(undefined)
+  }
+
+  /** `GET /v1/agent/checks`: only the checks of services the token may read, as the services are filtered */
+  listChecks(address: string, token: string | undefined): Answer<ReadonlyMap<string, StoredCheck>> {
+    const authz = this.authorize(token)
+    if ("_tag" in authz) return authz
+    const visible = new Map<string, StoredCheck>()
+    for (const [id, check] of this.checks(address)) {
+      if (allows(authz, "service", "read", check.ServiceName)) visible.set(id, check)
+    }
+    return ok(visible)
+  }
+
+  /**
+   * `PUT /v1/agent/check/update/<id>`: service:write on the check's service (agent vetCheckUpdate); Ok(false) when
+   * the agent has no such TTL check.
+   */
+  updateServiceCheck(address: string, token: string | undefined, checkId: string, status: CheckStatus, output: string): Answer<boolean> {
+    const authz = this.authorize(token)
+    if ("_tag" in authz) return authz
+    const held = this.agents.get(address)?.checks.get(checkId)
+    if (held !== undefined) {
+      const denied = this.check(authz, "service", "write", held.ServiceName, true)
+      if (denied !== undefined) return denied
+    }
+    return ok(this.updateCheck(address, checkId, status, output))
   }
 
   private replaced(address: string, serviceId: string, authz: Authorizer): Refusal | undefined {
@@ -375,22 +436,124 @@ export class ConsulStore {
   // --- agents and catalog ------------------------------------------------------------------------------
 
   services(address: string): ReadonlyMap<string, AgentService> {
+    this.reapCritical()
     return this.agents.get(address)?.services ?? new Map()
   }
 
-  register(address: string, registration: Registration): void {
-    this.agents.get(address)?.services.set(registration.ID, {
+  /**
+   * As Consul's agent: the body's check becomes `service:<ID>`; re-registering keeps the check's status and
+   * output (the agent restores them from its snapshot) and restarts its TTL. A body without a check leaves an
+   * existing one alone, unless `replaceExistingChecks` (`?replace-existing-checks`).
+   */
+  register(address: string, registration: Registration, options?: { readonly replaceExistingChecks?: boolean | undefined }): void {
+    const agent = this.agents.get(address)
+    if (agent === undefined) return
+    agent.services.set(registration.ID, {
       ID: registration.ID,
       Service: registration.Name,
       Tags: [...registration.Tags],
       Address: registration.Address,
-      Port: registration.Port ?? 0
+      Port: registration.Port ?? 0,
+      // kept only when given, so that a service registered without Meta reads back as before (listed as {})
+      ...(registration.Meta === undefined ? {} : { Meta: { ...registration.Meta } })
+    })
+    const checkId = ttlCheckId(registration.ID)
+    const check = registration.Check
+    if (check === undefined) {
+      if (options?.replaceExistingChecks === true) agent.checks.delete(checkId)
+      return
+    }
+    const previous = this.evaluated(agent.checks.get(checkId))
+    const status = previous?.Status ?? "critical"
+    agent.checks.set(checkId, {
+      CheckID: checkId,
+      ServiceID: registration.ID,
+      ServiceName: registration.Name,
+      Notes: check.Notes,
+      TTL: check.TTL,
+      DeregisterCriticalServiceAfter: check.DeregisterCriticalServiceAfter,
+      Status: status,
+      Output: previous?.Output ?? "",
+      expiresAt: this.now() + (parseGoDuration(check.TTL) ?? 0),
+      criticalSince: status === "critical" ? previous?.criticalSince ?? this.now() : undefined
     })
   }
 
   /** false when the agent has no such service (Consul answers 404) */
   deregister(address: string, serviceId: string): boolean {
-    return this.agents.get(address)?.services.delete(serviceId) ?? false
+    const agent = this.agents.get(address)
+    agent?.checks.delete(ttlCheckId(serviceId))
+    return agent?.services.delete(serviceId) ?? false
+  }
+
+  /** A check with its TTL applied: no update within the TTL turns it critical, with Consul's output. */
+  private evaluated(check: StoredCheck | undefined): StoredCheck | undefined {
+    if (check === undefined || check.Status === "critical" || this.now() <= check.expiresAt) return check
+    check.Status = "critical"
+    // agent/checks CheckTTL.getExpiredOutput
+    check.Output = check.Output === "" ? "TTL expired" : `TTL expired (last output before timeout follows): ${check.Output}`
+    check.criticalSince = check.expiresAt
+    return check
+  }
+
+  /** `GET /v1/agent/checks` of an agent, statuses as of now. */
+  checks(address: string): ReadonlyMap<string, StoredCheck> {
+    this.reapCritical()
+    const agent = this.agents.get(address)
+    if (agent === undefined) return new Map()
+    for (const check of agent.checks.values()) this.evaluated(check)
+    return agent.checks
+  }
+
+  /** `PUT /v1/agent/check/update/<id>`: false when the agent has no such TTL check. */
+  updateCheck(address: string, checkId: string, status: CheckStatus, output: string): boolean {
+    const check = this.evaluated(this.agents.get(address)?.checks.get(checkId))
+    if (check === undefined) return false
+    const now = this.now()
+    if (status === "critical") check.criticalSince ??= now
+    else check.criticalSince = undefined
+    check.Status = status
+    check.Output = output
+    check.expiresAt = now + (parseGoDuration(check.TTL) ?? 0)
+    return true
+  }
+
+  /** Services whose check has been critical for longer than its DeregisterCriticalServiceAfter are removed. */
+  private reapCritical(): void {
+    const now = this.now()
+    for (const agent of this.agents.values()) {
+      for (const check of agent.checks.values()) {
+        if (check.DeregisterCriticalServiceAfter === undefined) continue
+        this.evaluated(check)
+        const after = Math.max(minimumReapMillis, parseGoDuration(check.DeregisterCriticalServiceAfter) ?? 0)
+        if (check.criticalSince !== undefined && now - check.criticalSince > after) {
+          agent.checks.delete(check.CheckID)
+          agent.services.delete(check.ServiceID)
+        }
+      }
+    }
+  }
+
+  /**
+   * `GET /v1/health/service/<name>[?passing]`: each instance on every agent with its node's and its own checks;
+   * with `passing`, only instances whose checks all pass (Consul drops warning too).
+   */
+  healthService(name: string, passingOnly: boolean): ReadonlyArray<{
+    readonly agent: StoredAgent
+    readonly service: AgentService
+    readonly checks: ReadonlyArray<StoredCheck>
+  }> {
+    this.reapCritical()
+    const found: Array<{ agent: StoredAgent; service: AgentService; checks: ReadonlyArray<StoredCheck> }> = []
+    for (const agent of [...this.agents.values()].sort((a, b) => a.node.localeCompare(b.node))) {
+      for (const service of agent.services.values()) {
+        if (service.Service !== name) continue
+        const checks = [...agent.checks.values()].filter((check) => check.ServiceID === service.ID).map((check) => this.evaluated(check)!)
+        if (passingOnly && checks.some((check) => check.Status !== "passing")) continue
+        found.push({ agent, service, checks })
+      }
+    }
+    return found
   }
 
   catalogNodes(): ReadonlyArray<CatalogNode> {

@@ -272,6 +272,7 @@ export const appView = (app: StoredApp, embed: boolean): unknown => ({
   labels: app.labels,
   version: app.version,
   ...app.networking,
+  healthChecks: app.healthChecks ?? [],
   ...(embed ? { tasks: app.tasks.map((task) => taskView(app, task)) } : {})
 })
 
@@ -283,7 +284,9 @@ export const taskView = (app: StoredApp, task: StoredApp["tasks"][number]): unkn
   ...(task.ipAddresses === undefined ? {} : { ipAddresses: task.ipAddresses }),
   state: task.state,
   startedAt: task.startedAt,
-  version: app.version
+  version: app.version,
+  // Marathon lists results only for an app with health checks: none until the first check ran
+  ...(app.healthChecks === undefined || app.healthChecks.length === 0 ? {} : { healthCheckResults: task.healthCheckResults ?? [] })
 })
 
 /** A pod definition as `GET /v2/pods/<id>` writes it (RAML `Pod`; resources are required there). */

@@ -1,3 +1,4 @@
+import { instanceOfTask } from "../domain/Health.js"
 import type { Labels, TaskState } from "../domain/MarathonApi.js"
 import type { AppNetworking } from "../domain/Networking.js"
 
@@ -15,6 +16,19 @@ export interface StoredTask {
   readonly ipAddresses?: ReadonlyArray<{ readonly ipAddress: string; readonly protocol: "IPv4" | "IPv6" }> | undefined
   state: TaskState
   readonly startedAt: string
+  /** one per health check of the app, as Marathon lists them; absent: no result yet */
+  healthCheckResults?: ReadonlyArray<StoredHealthResult>
+}
+
+/** A task's result of one health check, with Marathon's field names. */
+export interface StoredHealthResult {
+  readonly alive: boolean
+  readonly consecutiveFailures: number
+  readonly firstSuccess: string | null
+  readonly lastFailure: string | null
+  readonly lastSuccess: string | null
+  readonly lastFailureCause: string | null
+  readonly instanceId: string
 }
 
 export interface StoredApp {
@@ -24,6 +38,8 @@ export interface StoredApp {
   readonly tasks: Array<StoredTask>
   /** how its tasks are reached, in Marathon's fields (`networks`, `container`, `portDefinitions`, `ipAddress`) */
   networking?: AppNetworking | undefined
+  /** Marathon's health check definitions; absent: none */
+  healthChecks?: ReadonlyArray<Readonly<Record<string, unknown>>>
 }
 
 /** A pod's container as its definition declares it (RAML `MesosContainer`): its endpoints. */
@@ -143,6 +159,48 @@ export class MarathonStore {
     app.networking = networking
     app.version = this.nextVersion()
     return app
+  }
+
+  /** Gives the app health checks (a new version, as a deployment would); its tasks have no result until told. */
+  setHealthChecks(id: string, checks: ReadonlyArray<Readonly<Record<string, unknown>>>): void {
+    const app = this.apps.get(id) ?? this.putApp(id)
+    app.healthChecks = checks
+    app.version = this.nextVersion()
+  }
+
+  /**
+   * Marathon's health checks of a task report `alive` (every check of the app the same): its results change, and,
+   * when `emit`, Marathon's events are put on the bus: `health_status_changed_event` (with `instanceId`, or
+   * `taskId` for a Marathon older than 1.4) and, from 1.4, `instance_health_changed_event`.
+   */
+  setTaskHealth(
+    appId: string,
+    taskId: string,
+    alive: boolean,
+    options: { readonly cause?: string; readonly emit?: boolean; readonly before14?: boolean } = {}
+  ): void {
+    const app = this.apps.get(appId)
+    const task = app?.tasks.find((t) => t.id === taskId)
+    if (app === undefined || task === undefined) return
+    const now = new Date().toISOString()
+    const instanceId = instanceOfTask(taskId)
+    const previous = task.healthCheckResults?.[0]
+    const result: StoredHealthResult = {
+      alive,
+      consecutiveFailures: alive ? 0 : (previous?.consecutiveFailures ?? 0) + 1,
+      firstSuccess: previous?.firstSuccess ?? (alive ? now : null),
+      lastFailure: alive ? previous?.lastFailure ?? null : now,
+      lastSuccess: alive ? now : previous?.lastSuccess ?? null,
+      lastFailureCause: alive ? previous?.lastFailureCause ?? null : options.cause ?? "unhealthy",
+      instanceId
+    }
+    task.healthCheckResults = (app.healthChecks ?? [{}]).map(() => result)
+    if (options.emit === false) return
+    const id = options.before14 === true ? { taskId } : { instanceId }
+    this.emit({ eventType: "health_status_changed_event", timestamp: now, appId, ...id, version: app.version, alive })
+    if (options.before14 !== true) {
+      this.emit({ eventType: "instance_health_changed_event", timestamp: now, instanceId, runSpecId: appId, runSpecVersion: app.version, healthy: alive })
+    }
   }
 
   removeApp(id: string): StoredApp | undefined {

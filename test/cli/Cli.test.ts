@@ -32,7 +32,11 @@ describe("the consular CLI, as operators run it", () => {
     [["sync", "--fallback-timeout", "x"], "--fallback-timeout"],
     [["--scheme", "ftp"], "--scheme"],
     [["--events", "poll"], "--events"],
-    [["sync", "--log-format", "xml"], "--log-format"]
+    [["sync", "--log-format", "xml"], "--log-format"],
+    [["--health-checks", "http"], "--health-checks"],
+    [["sync", "--initial-health", "ok"], "--initial-health"],
+    [["sync", "--health-ttl", "soon"], "--health-ttl"],
+    [["sync", "--deregister-critical-after", "30s"], "--deregister-critical-after"]
   ] as const) {
     it.live(`a bad ${flag} names the flag and exits non-zero`, () =>
       Effect.gen(function*() {
@@ -62,6 +66,24 @@ describe("the consular CLI, as operators run it", () => {
       const second = yield* runCli(args)
       expect(second.code).toBe(0)
       expect(dc.consul.writes).toBe(0)
+    }))
+
+  it.scopedLive("sync --health-checks ttl --service-meta: the check with its TTL, the verdict, the Meta", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter()
+      dc.marathon.putApp("/shop/web", { tier: "front" })
+      dc.marathon.setTask("/shop/web", { id: "web.1", host: "127.0.0.2", ports: [8080] }, false)
+      const args = ["sync", "--consul", dc.consulUrl.href, "--marathon", dc.marathonUrl.href, "--health-checks", "ttl", "--health-ttl", "2h",
+        "--deregister-critical-after", "90m", "--service-meta"]
+      const result = yield* runCli(args)
+      expect(result.code, result.stderr).toBe(0)
+      expect(result.stdout).toContain("checks updated 1")
+      expect(dc.consul.checks("127.0.0.2").get("service:web.1")).toMatchObject({
+        TTL: "2h", DeregisterCriticalServiceAfter: "90m", Status: "passing", Output: "Marathon: the app has no health checks"
+      })
+      expect(dc.consul.services("127.0.0.2").get("web.1")?.Meta).toEqual({
+        "consular-reg-id": "consular", "external-source": "marathon", "marathon-app-id": "/shop/web", "marathon-task-id": "web.1", tier: "front"
+      })
     }))
 
   it.scopedLive("sync exits 1 with a clear message when Marathon cannot be read, and writes nothing", () =>

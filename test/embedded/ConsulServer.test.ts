@@ -182,4 +182,101 @@ describe("embedded Consul", () => {
       yield* Scope.close(scope, Exit.void).pipe(Effect.timeout("2 seconds"))
       expect(yield* Effect.promise(() => pending)).toBe("dropped")
     }))
+
+  describe("checks and Meta, as a Consul agent keeps them", () => {
+    const register = (url: string, body: object, query = "") => put(`${url}/v1/agent/service/register${query}`, JSON.stringify(body))
+    const web = { ID: "web.1", Name: "web", Address: "127.0.0.2", Port: 1, Tags: [] }
+    const update = (url: string, id: string, body: object) => put(`${url}/v1/agent/check/update/${encodeURIComponent(id)}`, JSON.stringify(body))
+
+    it.scopedLive("a body's check becomes service:<id>, critical with no output until updated; /v1/agent/checks shows it with Go's TTL", () =>
+      Effect.gen(function*() {
+        const { server } = yield* setup()
+        const agent = server.url("127.0.0.2")
+        expect((yield* register(agent, { ...web, Check: { TTL: "90s", Notes: "n", DeregisterCriticalServiceAfter: "1m" } })).status).toBe(200)
+        const checks = JSON.parse((yield* call(`${agent}/v1/agent/checks`)).text)
+        expect(checks).toEqual({
+          "service:web.1": expect.objectContaining({
+            CheckID: "service:web.1", Name: "Service 'web' check", Status: "critical", Output: "", Notes: "n", ServiceID: "web.1",
+            ServiceName: "web", Type: "ttl", Definition: expect.objectContaining({ TTL: "1m30s", DeregisterCriticalServiceAfter: "1m0s" })
+          })
+        })
+        expect((yield* update(agent, "service:web.1", { Status: "passing", Output: "fine" })).status).toBe(200)
+        expect(JSON.parse((yield* call(`${agent}/v1/agent/checks`)).text)["service:web.1"]).toMatchObject({ Status: "passing", Output: "fine" })
+        // re-registering keeps the status (the agent restores it from its snapshot, agent.go addServiceInternal)
+        yield* register(agent, { ...web, Check: { TTL: "90s", Notes: "n" } })
+        expect(JSON.parse((yield* call(`${agent}/v1/agent/checks`)).text)["service:web.1"]).toMatchObject({ Status: "passing", Output: "fine" })
+        // without the check in the body it stays, unless ?replace-existing-checks (agent_endpoint.go AgentRegisterService)
+        yield* register(agent, web)
+        expect(Object.keys(JSON.parse((yield* call(`${agent}/v1/agent/checks`)).text))).toEqual(["service:web.1"])
+        yield* register(agent, web, "?replace-existing-checks=true")
+        expect((yield* call(`${agent}/v1/agent/checks`)).text).toBe("{}")
+      }))
+
+    it.scopedLive("check/update refuses what Consul refuses: a bad status (400), an unknown check (500, agent.go updateTTLCheck)", () =>
+      Effect.gen(function*() {
+        const { server } = yield* setup()
+        const agent = server.url("127.0.0.2")
+        const bad = yield* update(agent, "service:web.1", { Status: "ok", Output: "" })
+        expect(bad.status).toBe(400)
+        expect(bad.text).toBe("Invalid check status: 'ok'")
+        const unknown = yield* update(agent, "service:nope", { Status: "passing", Output: "" })
+        expect(unknown.status).toBe(500)
+        expect(unknown.text).toBe("CheckID \"service:nope\" does not have associated TTL")
+        expect((yield* put(`${agent}/v1/agent/check/update/x`, "{not json")).status).toBe(400)
+      }))
+
+    it.scopedLive("a TTL with no update lapses to critical with Consul's output (CheckTTL.getExpiredOutput)", () =>
+      Effect.gen(function*() {
+        const { server, store } = yield* setup()
+        let now = 1_000_000
+        store.now = () => now
+        const agent = server.url("127.0.0.2")
+        yield* register(agent, { ...web, Check: { TTL: "10s", Notes: "" } })
+        yield* update(agent, "service:web.1", { Status: "passing", Output: "Marathon: 1 health check alive" })
+        now += 9_000
+        expect(JSON.parse((yield* call(`${agent}/v1/agent/checks`)).text)["service:web.1"].Status).toBe("passing")
+        now += 2_000
+        expect(JSON.parse((yield* call(`${agent}/v1/agent/checks`)).text)["service:web.1"]).toMatchObject({
+          Status: "critical",
+          Output: "TTL expired (last output before timeout follows): Marathon: 1 health check alive"
+        })
+      }))
+
+    it.scopedLive("/v1/health/service/<name>: every instance with the node's serfHealth and its checks; ?passing keeps only passing ones", () =>
+      Effect.gen(function*() {
+        const { server, main } = yield* setup()
+        yield* register(server.url("127.0.0.2"), { ...web, Check: { TTL: "1h", Notes: "" } })
+        yield* register(server.url("127.0.0.3"), { ...web, ID: "web.2", Address: "127.0.0.3", Check: { TTL: "1h", Notes: "" } })
+        yield* register(server.url("127.0.0.3"), { ...web, ID: "web.3", Address: "127.0.0.3" })
+        yield* update(server.url("127.0.0.3"), "service:web.2", { Status: "passing", Output: "" })
+        const all = JSON.parse((yield* call(`${main}/v1/health/service/web`)).text) as Array<{ Service: { ID: string }; Checks: Array<{ CheckID: string }> }>
+        expect(all.map((entry) => entry.Service.ID).sort()).toEqual(["web.1", "web.2", "web.3"])
+        expect(all.find((entry) => entry.Service.ID === "web.1")?.Checks.map((c) => c.CheckID)).toEqual(["serfHealth", "service:web.1"])
+        const passing = JSON.parse((yield* call(`${main}/v1/health/service/web?passing`)).text) as Array<{ Service: { ID: string } }>
+        expect(passing.map((entry) => entry.Service.ID).sort()).toEqual(["web.2", "web.3"])
+        expect(JSON.parse((yield* call(`${main}/v1/health/service/nothing?passing`)).text)).toEqual([])
+      }))
+
+    it.scopedLive("Meta is kept and listed; a registration breaking Meta's rules is refused whole (400, structs.ValidateServiceMetadata)", () =>
+      Effect.gen(function*() {
+        const { server, store } = yield* setup()
+        const agent = server.url("127.0.0.2")
+        yield* register(agent, { ...web, Meta: { "external-source": "marathon", k: "v" } })
+        expect(JSON.parse((yield* call(`${agent}/v1/agent/services`)).text)["web.1"].Meta).toEqual({ "external-source": "marathon", k: "v" })
+        for (const [meta, why] of [
+          [{ "consul-x": "1" }, "Key prefix 'consul-' is reserved for internal use"],
+          [{ "a.b": "1" }, "Key contains invalid characters"],
+          [{ k: "x".repeat(513) }, "Value is too long (limit: 512 characters)"],
+          [Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, "v"])), "Service metadata cannot contain more than 64 key/value pairs"]
+        ] as const) {
+          const refused = yield* register(agent, { ...web, ID: "web.2", Meta: meta })
+          expect(refused.status).toBe(400)
+          expect(refused.text).toBe(`Invalid Service Meta: ${why}`)
+        }
+        expect(store.services("127.0.0.2").has("web.2")).toBe(false)
+        const badTtl = yield* register(agent, { ...web, ID: "web.2", Check: { TTL: "soon", Notes: "" } })
+        expect(badTtl.status).toBe(400)
+        expect(badTtl.text).toContain("time: invalid duration")
+      }))
+  })
 })

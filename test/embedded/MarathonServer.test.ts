@@ -360,6 +360,28 @@ describe("embedded Marathon", () => {
       // the stream's handler is interrupted once its socket is gone, just after the close
       yield* listenersBack(store, 0)
     }))
+
+  it.scopedLive("health: an app's healthChecks, its tasks' healthCheckResults, and both health events on the stream", () =>
+    Effect.gen(function*() {
+      const { url, store } = yield* setup()
+      store.setHealthChecks("/grp/web", [{ protocol: "HTTP", path: "/health", portIndex: 0 }])
+      const before = json(yield* call(`${url}/v2/apps?embed=apps.tasks`)) as { apps: Array<{ id: string; healthChecks: unknown; tasks: Array<{ healthCheckResults?: unknown }> }> }
+      const web = before.apps.find((app) => app.id === "/grp/web")!
+      expect(web.healthChecks).toEqual([{ protocol: "HTTP", path: "/health", portIndex: 0 }])
+      expect(web.tasks[0]?.healthCheckResults).toEqual([]) // no result yet
+      expect(before.apps.find((app) => app.id === "/empty")?.healthChecks).toEqual([])
+      const events = yield* openEvents(`${url}/v2/events?event_type=event_stream_attached&event_type=health_status_changed_event&event_type=instance_health_changed_event`)
+      yield* events.next(1) // attached
+      store.setTaskHealth("/grp/web", "web.1", false, { cause: "503" })
+      const [changed, instance] = yield* events.next(2)
+      expect(changed).toEqual({ event: "health_status_changed_event", data: expect.objectContaining({ appId: "/grp/web", instanceId: "web.1", alive: false }) })
+      expect(instance).toEqual({ event: "instance_health_changed_event", data: expect.objectContaining({ instanceId: "web.1", runSpecId: "/grp/web", healthy: false }) })
+      const after = json(yield* call(`${url}/v2/apps/grp/web/tasks`)) as { tasks: Array<{ healthCheckResults: Array<Record<string, unknown>> }> }
+      expect(after.tasks[0]?.healthCheckResults).toEqual([
+        expect.objectContaining({ alive: false, consecutiveFailures: 1, lastFailureCause: "503", instanceId: "web.1" })
+      ])
+      events.close()
+    }))
 })
 
 describe("embedded Marathon: networking and pods, in Marathon's shapes", () => {

@@ -76,14 +76,16 @@ const final: ConsulLayout = {
 const headings = [
   "== 1. Before: what Marathon runs, what Consul holds ==",
   "== 2. consular sync --purge ==",
-  "== 3. consular run --purge --sync-interval 1 ==",
+  "== 3. consular run --purge --sync-interval 1 --health-checks ttl ==",
   "== 4. Deploy /blog ==",
   "== 5. Scale /blog to 3 instances ==",
   "== 6. Kill a task of /blog ==",
   "== 7. Change a label of /blog ==",
   "== 8. Scale the pod /shop/cart to 2 instances ==",
   "== 9. Destroy /api ==",
-  "== 10. Stop the daemon =="
+  "== 10. A health check of /shop/web fails ==",
+  "== 11. It recovers ==",
+  "== 12. Stop the daemon =="
 ]
 
 describe("consular demo", () => {
@@ -102,6 +104,12 @@ describe("consular demo", () => {
       // the second pass writes nothing
       expect(lines).toContain("  registered 0, deregistered 0, keys set 0, keys deleted 0, errors 0")
       expect(lines.some((line) => line.includes("did not match"))).toBe(false)
+      // Marathon's failing health check turns the task critical in Consul, and routing leaves it out; then it is back
+      expect(lines.some((line) => /127\.0\.0\.2\s+shop_web\.a2\s+service:shop_web\.a2\s+critical\s+Marathon: health check failed at /.test(line))).toBe(true)
+      expect(lines.filter((line) => line.startsWith("  with ?passing"))).toEqual([
+        "  with ?passing (what consul-template, Fabio and DNS route to): shop_web.a1",
+        "  with ?passing (what consul-template, Fabio and DNS route to): shop_web.a1, shop_web.a2"
+      ])
       // nothing went wrong along the way: not one warning from the sync or the daemon
       expect(yield* LoggedLines).toEqual([])
     }).pipe(Effect.provide(LoggerMemory("text", LogLevel.Warning))))

@@ -95,9 +95,10 @@ export const consulContract = (name: string, make: MakeConsul) =>
               Service: "web",
               Address: "127.0.0.2",
               Port: 31001,
-              Tags: ["consular-reg-id=consular", "consular-app-id=/web"]
+              Tags: ["consular-reg-id=consular", "consular-app-id=/web"],
+              Meta: {} // Consul lists a service without Meta with an empty one
             })
-            expect(listed.get("worker.1")).toEqual({ ID: "worker.1", Service: "grp-worker", Address: "127.0.0.2", Port: 0, Tags: ["a", "b"] })
+            expect(listed.get("worker.1")).toEqual({ ID: "worker.1", Service: "grp-worker", Address: "127.0.0.2", Port: 0, Tags: ["a", "b"], Meta: {} })
           })
         ))
 
