@@ -155,7 +155,7 @@ const purge = switchFlag({
 })
 const fallback = switchFlag({
   name: "fallback", negation: "no-fallback", group: "sync", applies: "all", default: "off",
-  description: "register on the main agent when the task host's agent cannot be reached or is no known agent"
+  description: "register on the main agent if the task's agent is down"
 })
 const fallbackTimeout = durationFlag({
   name: "fallback-timeout", group: "sync", applies: "all", default: "2",
@@ -167,7 +167,7 @@ const servicePerPort = switchFlag({
 })
 const maxPurge = valueFlag({
   name: "max-purge", group: "sync", applies: "all", value: "N|none", default: "none",
-  description: "skip a pass's whole purge when it would deregister more than N services or delete more than N keys; none: no limit"
+  description: "skip a purge over N services or keys; none: no limit"
 }, (raw): Option.Option<number> | undefined => {
   if (raw === "none") return Option.none()
   return /^\d+$/.test(raw) && Number.isSafeInteger(Number(raw)) ? Option.some(Number(raw)) : undefined
@@ -207,7 +207,7 @@ const deregisterCriticalAfter = define(
     }), invalid("deregister-critical-after", "must be a duration of at least 1m (Consul's minimum)"))
   )
 )
-const dryRun = switchFlag({ name: "dry-run", group: "sync", applies: "sync", default: "off", description: "print the plan (each registration with its address and port), write nothing" })
+const dryRun = switchFlag({ name: "dry-run", group: "sync", applies: "sync", default: "off", description: "print the plan (with addresses and ports), write nothing" })
 
 // security
 const consulToken = define(
