@@ -59,10 +59,14 @@ const rawServer = (handle: (request: IncomingMessage, response: ServerResponse, 
   })
 
 /**
- * A raw HTTP/1.1 server that answers `{}` with keep-alive, or resets the connection once it has read a request
- * when `resets(connection, requestOnIt)` says so (connections and requests counted from 1).
+ * A raw HTTP/1.1 server that answers `{}` with keep-alive (with the status `status(connection)` gives, 200 by
+ * default), or resets the connection once it has read a request when `resets(connection, requestOnIt)` says so
+ * (connections and requests counted from 1).
  */
-const resettingServer = (resets: (connection: number, request: number) => boolean) =>
+const resettingServer = (
+  resets: (connection: number, request: number) => boolean,
+  status: (connection: number) => string = () => "200 OK"
+) =>
   Effect.gen(function*() {
     let connections = 0
     let requests = 0
@@ -75,7 +79,7 @@ const resettingServer = (resets: (connection: number, request: number) => boolea
         onThis += heads
         requests += heads
         if (resets(connection, onThis)) return socket.resetAndDestroy()
-        socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}")
+        socket.write(`HTTP/1.1 ${status(connection)}\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}`)
       })
     })
     yield* Effect.acquireRelease(
@@ -330,43 +334,26 @@ describe("HttpTransport (Node's http under Http.ts)", () => {
     Effect.gen(function*() {
       // connection 1 answers its first request and resets on the second (a keep-alive timeout striking just then);
       // every later connection answers 500, which send retries for an idempotent request
-      let connections = 0
-      let requests = 0
-      const server = createTcpServer((socket) => {
-        const connection = ++connections
-        let onThis = 0
-        socket.on("error", () => undefined)
-        socket.on("data", (chunk: Buffer) => {
-          const count = chunk.toString("latin1").split("\r\n\r\n").length - 1
-          onThis += count
-          requests += count
-          if (connection === 1 && onThis === 2) return socket.resetAndDestroy()
-          const status = connection === 1 ? "200 OK" : "500 Internal Server Error"
-          socket.write(`HTTP/1.1 ${status}\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}`)
-        })
-      })
-      yield* Effect.acquireRelease(
-        Effect.async<void>((resume) => {
-          server.listen(0, "127.0.0.1", () => resume(Effect.void))
-        }),
-        () => Effect.async<void>((resume) => {
-          server.close(() => resume(Effect.void))
-        })
+      const server = yield* resettingServer(
+        (connection, request) => connection === 1 && request === 2,
+        (connection) => connection === 1 ? "200 OK" : "500 Internal Server Error"
       )
-      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/session/create`
+      const url = server.url.replace("/v1/agent/services", "/v1/session/create")
+      let base = 0
+      const requests = () => server.requests() - base
       const http = yield* makeHttp({ timeout: "2 seconds", retries: 3, retryBase: "1 millis", connections: 1 })
       yield* http.send(HttpClientRequest.put(url), (response) => response.json, { idempotent: false })
-      requests = 0
+      base = server.requests()
       const stale = yield* Effect.flip(http.send(HttpClientRequest.put(url), (response) => response.json, { idempotent: false }))
       assert(stale._tag === "RequestError" && stale.reason === "Transport", `got ${stale._tag}`)
-      expect(requests).toBe(1) // the reset one, not sent again on a fresh connection
-      requests = 0
+      expect(requests()).toBe(1) // the reset one, not sent again on a fresh connection
+      base = server.requests()
       const refused = yield* Effect.flip(http.send(HttpClientRequest.put(url), (response) => response.json, { idempotent: false }))
       assert(refused._tag === "ResponseError" && refused.response.status === 500, `got ${refused._tag}`)
-      expect(requests).toBe(1) // a 500 is not retried either
-      requests = 0
+      expect(requests()).toBe(1) // a 500 is not retried either
+      base = server.requests()
       yield* Effect.flip(http.send(HttpClientRequest.put(url), (response) => response.json))
-      expect(requests).toBe(4) // the same request, idempotent: one try and three retries
+      expect(requests()).toBe(4) // the same request, idempotent: one try and three retries
     }))
 
   it.scopedLive("an interrupted exchange closes its connection instead of leaving it in the pool", () =>
