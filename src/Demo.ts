@@ -705,18 +705,23 @@ export const demo = (options: DemoOptions = {}): Effect.Effect<DemoResult, DemoF
       `  ${callbackUrl(daemon.settings)}`
     )
 
-    let previous = afterSync
-    let number = 4
-    for (const step of story) {
-      const title = `${number++}. ${step.title}`
-      yield* heading(title)
+    /** Plays a story step on the Marathon and shows the events it POSTed to the daemon. */
+    const playStep = (step: { readonly act: (store: MarathonStore) => void; readonly says: string }) => {
       const emitted: Array<MarathonEvent> = []
       const stop = marathonStore.listen((event) => {
         emitted.push(event)
       })
       step.act(marathonStore)
       stop()
-      yield* say(`  Marathon: ${step.says}`, "  events Marathon POSTed to the daemon:", ...table(emitted.map(eventRow), "    "))
+      return say(`  Marathon: ${step.says}`, "  events Marathon POSTed to the daemon:", ...table(emitted.map(eventRow), "    "))
+    }
+
+    let previous = afterSync
+    let number = 4
+    for (const step of story) {
+      const title = `${number++}. ${step.title}`
+      yield* heading(title)
+      yield* playStep(step)
       const layout = yield* check(step.title).pipe(
         Effect.tapError(() =>
           Effect.flatMap(Fiber.poll(daemon.fiber), (exit) =>
@@ -729,13 +734,7 @@ export const demo = (options: DemoOptions = {}): Effect.Effect<DemoResult, DemoF
     const healthUrl = `${consulServer.url(agents[0]!.address)}/v1/health/service/shop-web`
     for (const step of healthStory) {
       yield* heading(`${number++}. ${step.title}`)
-      const emitted: Array<MarathonEvent> = []
-      const stop = marathonStore.listen((event) => {
-        emitted.push(event)
-      })
-      step.act(marathonStore)
-      stop()
-      yield* say(`  Marathon: ${step.says}`, "  events Marathon POSTed to the daemon:", ...table(emitted.map(eventRow), "    "))
+      yield* playStep(step)
       const entries = yield* awaitHealth(step.title, healthUrl, step.expected, stepTimeout)
       const passing = yield* awaitHealth(step.title, `${healthUrl}?passing`, {}, stepTimeout)
       yield* say(
