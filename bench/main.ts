@@ -28,10 +28,21 @@ import type { Sizes } from "./seed.js"
  * Sizes from the environment (bench/seed.ts): TASKS=50000 (or A apps x T tasks, default 1,000 x 5), H agents (3),
  * L labels (3), E events per phase (2,000), C concurrency (32), R runs (3), STARTUPS (7), PASSES in one process
  * (5), S soak events of consular's daemon (0: none; SOAK_SECONDS bounds it), BENCH_MINUTES (the run's bound).
+ * BENCH_ONLY=startup,sync,passes,events measures only those parts (all by default): a lever's before and after.
+ * CONSULAR_NODE_FLAGS are Node flags for consular's children only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
  */
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
 const mainJs = `${root}dist/main.js`
+const consularNodeFlags = (process.env["CONSULAR_NODE_FLAGS"] ?? "").split(/\s+/).filter((flag) => flag !== "")
+/** `node <flags> dist/main.js`: the arguments of a consular child, its Node flags first */
+const consular = (...args: ReadonlyArray<string>): Array<string> => [...consularNodeFlags, mainJs, ...args]
+const parts = ["startup", "sync", "passes", "events"] as const
+const only = (process.env["BENCH_ONLY"] ?? parts.join(",")).split(",").map((part) => part.trim()).filter((part) => part !== "")
+for (const part of only) {
+  if (!(parts as ReadonlyArray<string>).includes(part)) throw new Error(`BENCH_ONLY: ${part} is none of ${parts.join(", ")}`)
+}
+const measures = (part: typeof parts[number]) => only.includes(part)
 const writeOnlyFloorJs = fileURLToPath(new URL("./floor.js", import.meta.url))
 const floorSyncJs = fileURLToPath(new URL("./floor/sync.js", import.meta.url))
 const floorRelayJs = fileURLToPath(new URL("./floor/relay.js", import.meta.url))
@@ -155,7 +166,7 @@ const measureStartup = async (): Promise<StartupFigures> => {
     const bare = await run(node, ["-e", "0"], { timeoutMs: 20_000 })
     if (bare.code !== 0) invalid.push(`node -e 0: exit ${bare.code}`)
     nodeMs.push(round(bare.ms))
-    const finished = await run(node, [mainJs, "--version"], { timeoutMs: 20_000 })
+    const finished = await run(node, consular("--version"), { timeoutMs: 20_000 })
     if (finished.code !== 0 || !finished.stdout.includes(version)) {
       invalid.push(`--version: exit ${finished.code}, stdout ${JSON.stringify(finished.stdout.slice(0, 200))}`)
     }
@@ -184,7 +195,7 @@ const floorSyncArgs = ({ consulPort, marathonUrl }: Servers, extra: ReadonlyArra
 const benchFlags = (process.env["BENCH_FLAGS"] ?? "").split(/\s+/).filter((flag) => flag !== "")
 
 const consularSyncArgs = ({ consulPort, marathonUrl }: Servers) =>
-  [mainJs, "sync", "--purge", "--consul", consulUrl(consulPort), "--marathon", marathonUrl, "--registration-id", registrationId, ...benchFlags]
+  consular("sync", "--purge", "--consul", consulUrl(consulPort), "--marathon", marathonUrl, "--registration-id", registrationId, ...benchFlags)
 
 /** The floor's last stdout line: its JSON report. */
 const floorReport = (finished: Finished): { failures?: number; firstFailures?: Array<string>; passes?: Array<{ ms: number; cpuMs: number }> } => {
@@ -252,10 +263,10 @@ const measureDaemonPasses = async (side: Side, servers: Servers): Promise<Readon
   // consular: a pass every second; its CPU between two pass starts (read from /proc when Marathon is asked for
   // the apps) is one pass and its idle second
   const port = await freePort()
-  const daemon = start(node, [
-    mainJs, "run", "--host", "127.0.0.1", "--port", String(port), "--consul", consulUrl(servers.consulPort), "--marathon", servers.marathonUrl,
+  const daemon = start(node, consular(
+    "run", "--host", "127.0.0.1", "--port", String(port), "--consul", consulUrl(servers.consulPort), "--marathon", servers.marathonUrl,
     "--registration-id", registrationId, "--purge", "--sync-interval", "1", "--events", "callback"
-  ])
+  ))
   const starts: Array<number> = []
   onAppListing = () => {
     const cpu = cpuMsOf(daemon.pid)
@@ -473,7 +484,7 @@ const measureEvents = async (side: Side, servers: Servers): Promise<EventsRun | 
   const common = ["--host", "127.0.0.1", "--port", String(port), "--consul", consulUrl(servers.consulPort), "--marathon", servers.marathonUrl, "--registration-id", registrationId]
   const receiver: Daemon = start(node, side === "floor"
     ? [floorRelayJs, ...common]
-    : [mainJs, "run", ...common, "--sync-interval", "0", "--events", "callback", ...benchFlags])
+    : consular("run", ...common, "--sync-interval", "0", "--events", "callback", ...benchFlags))
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: sizes.concurrency, headersTimeout: 20_000, bodyTimeout: 20_000, connectTimeout: 2_000 })
   // the embedded Consul logs every request; nobody reads it here, and a full log costs a copy per request
   const trim = setInterval(() => {
@@ -642,19 +653,21 @@ const main = async () => {
     note(`${sizes.apps} apps x ${sizes.tasks} tasks x ${sizes.labels} labels on ${sizes.agents} agents; ` +
       `Consul ${consulUrl(servers.consulPort)} (+${agents.join(",")}), Marathon ${servers.marathonUrl}; ${sizes.runs} runs`)
 
-    note("the floor's sync and consular's on an untidy datacenter: the same end state?")
-    invalid.push(...await agreement(node, [floorSyncJs, "--purge"], [mainJs, "sync", "--purge"]))
+    if (measures("sync")) {
+      note("the floor's sync and consular's on an untidy datacenter: the same end state?")
+      invalid.push(...await agreement(node, [floorSyncJs, "--purge"], consular("sync", "--purge")))
+    }
 
     note("warming the servers up: one cold sync of each side, not measured")
     for (const side of sides) await measureSync(side, servers, true)
 
     note("start-up: node -e 0 and consular --version, alternating")
-    const startup = await measureStartup()
+    const startup = measures("startup") ? await measureStartup() : { nodeMs: [], versionMs: [] }
 
     const cold: Record<Side, Array<SyncRun>> = { floor: [], consular: [] }
     const idle: Record<Side, Array<SyncRun>> = { floor: [], consular: [] }
     const writeOnlyFloor: Array<number> = []
-    for (let r = 0; r < sizes.runs; r++) {
+    for (let r = 0; r < sizes.runs && measures("sync"); r++) {
       for (const side of inTurn(r)) {
         note(`run ${r + 1}/${sizes.runs}: ${side} cold sync, then an idle one`)
         cold[side].push(await measureSync(side, servers, true))
@@ -667,7 +680,7 @@ const main = async () => {
     await measureSync("floor", servers, true)
 
     const passes: Record<Side, Array<ReadonlyArray<number>>> = { floor: [], consular: [] }
-    for (let r = 0; r < sizes.runs; r++) {
+    for (let r = 0; r < sizes.runs && measures("passes"); r++) {
       for (const side of inTurn(r)) {
         note(`run ${r + 1}/${sizes.runs}: ${side}, ${sizes.passes + 1} idle passes in one process`)
         passes[side].push(await measureDaemonPasses(side, servers))
@@ -675,7 +688,7 @@ const main = async () => {
     }
 
     const events: Record<Side, Array<EventsRun>> = { floor: [], consular: [] }
-    for (let r = 0; r < sizes.runs; r++) {
+    for (let r = 0; r < sizes.runs && measures("events"); r++) {
       for (const side of inTurn(r)) {
         note(`run ${r + 1}/${sizes.runs}: ${side} events: ${sizes.events} RUNNING + KILLED just started, then warm`)
         const result = await measureEvents(side, servers)
@@ -753,7 +766,9 @@ const main = async () => {
       allPass: rows.every((r) => r.pass !== false),
       invalid
     }
-    process.stdout.write(`\n${table(rows)}\n\n`)
+    // a part left out by BENCH_ONLY has no figures: no row
+    const unmeasured = (text: string) => /^(NaN|-Infinity|-$)/.test(text)
+    process.stdout.write(`\n${table(rows.filter((r) => !(unmeasured(r.floor) && unmeasured(r.consular))))}\n\n`)
     if (invalid.length > 0) process.stdout.write(`INVALID MEASUREMENTS:\n${invalid.map((i) => `  - ${i}`).join("\n")}\n\n`)
     process.stdout.write(JSON.stringify(figures) + "\n")
     return invalid.length === 0 ? 0 : 1
