@@ -7,7 +7,8 @@ import type { RegistrationBody, TxnOperation } from "./wire.js"
 
 /**
  * The sync floor: `consular sync [--purge]` written by hand on plain Node 20. One pass reads Marathon
- * (`/v2/apps?embed=apps.tasks`) and Consul (catalog nodes, `/v1/agent/services` of each agent, the KV tree under
+ * (`/v2/apps?embed=apps.tasks`, and `/v2/pods/::status` as consular does: the bench's Marathon runs none, so the floor
+ * only refuses a datacenter that has some) and Consul (catalog nodes, `/v1/agent/services` of each agent, the KV tree under
  * `consular/`), diffs, and writes only what differs in the original's layout, at bounded concurrency; then exits.
  *
  *   node sync.js --consul URL --marathon URL --registration-id ID [--purge] [--concurrency 32] [--loop N]
@@ -74,11 +75,14 @@ interface Counts {
 const pass = async (): Promise<Counts> => {
   const counts: Counts = { registered: 0, deregistered: 0, keysSet: 0, keysDeleted: 0, failures: [] }
   // Marathon is the truth: if it cannot be read, the pass fails before any write
-  const [listing, nodes, kvEntries] = await Promise.all([
+  const [listing, pods, nodes, kvEntries] = await Promise.all([
     getJson<{ apps: Array<App> }>(marathon, "/v2/apps?embed=apps.tasks"),
+    // a Marathon older than 1.4 has no pods: 404
+    getJson<Array<unknown>>(marathon, "/v2/pods/::status", []),
     getJson<Array<{ Node: string; Address: string }>>(consul, "/v1/catalog/nodes"),
     getJson<Array<{ Key: string; Value: string | null }>>(consul, `${kvPath("consular/")}?recurse=true`, [])
   ])
+  if (pods.length > 0) throw new Error(`Marathon runs ${pods.length} pods: the floor registers no pod instances`)
   // a Marathon that ignores embed: the tasks of each app (a 404 is "no tasks", Marathon #3881)
   const apps = await Promise.all(listing.apps.map(async (app) =>
     app.tasks !== undefined ? app : { ...app, tasks: (await getJson<{ tasks: Array<Task> }>(marathon, `/v2/apps${app.id}/tasks`, { tasks: [] })).tasks }))
