@@ -397,7 +397,7 @@ export const makeEventHandler = (settings: EventSettings) =>
             )
           }
         }
-        yield* ledger.taskStarted(event.taskId, appName(event.appId))
+        yield* ledger.taskStarted(event.taskId, event.appId)
         yield* refreshLabels(event, claim, read, existingRead)
         return "registered" as const
       })
@@ -462,7 +462,7 @@ export const makeEventHandler = (settings: EventSettings) =>
         const results = agents.length === 1
           ? [yield* Effect.either(deregisterAll(agents[0]!))]
           : yield* Effect.forEach(agents, (target) => Effect.either(deregisterAll(target)), { concurrency: 2 })
-        yield* ledger.taskEnded(event.taskId, appName(event.appId))
+        yield* ledger.taskEnded(event.taskId, event.appId)
         topology.health.forget(event.taskId)
         const [onHost, onMain] = results
         if (onHost !== undefined && Either.isLeft(onHost)) {
