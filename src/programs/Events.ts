@@ -314,8 +314,8 @@ export const makeEventHandler = (settings: EventSettings) =>
 
     /**
      * Labels of the app or pod, unless KV already holds this version's. A vanished one: nothing more to do.
-     * `existing` is the app's KV tree when it was read beside the definition (its failure, if any, shows here:
-     * after the registration, as when it is read now).
+     * `existingRead` is the app's KV tree when it was read beside the definition; a failure of that read fails the
+     * event here, after the registration, as a read made here would.
      */
     const refreshLabels = (
       event: StatusUpdateEvent,
