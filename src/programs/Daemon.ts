@@ -1,10 +1,10 @@
-import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpMiddleware, HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { timingSafeEqual } from "node:crypto"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Duration, Effect, Layer, Option, Ref, Schedule } from "effect"
 import type { Context } from "effect"
 import { createServer } from "node:http"
-import { eventRoutes, makeEventHandler } from "./Events.js"
+import { eventRoutes, eventsPost, isEventsPost, makeEventHandler } from "./Events.js"
 import { jsonAnswer } from "./JsonAnswer.js"
 import { controlRoutes, makePassQueue } from "./Control.js"
 import type { Control } from "./Control.js"
@@ -16,7 +16,7 @@ import type { SyncSettings } from "./Sync.js"
 import { recheckSubscription, runEventSource } from "./EventSource.js"
 import { repushLoop } from "./HealthRelay.js"
 import { Metrics, MetricsLive } from "../services/Metrics.js"
-import { observeEvent, observeSync, operationsApp, Readiness, ReadinessLive } from "./Operations.js"
+import { observeEventWith, observeSync, operationsApp, Readiness, ReadinessLive } from "./Operations.js"
 import type { EventSourceHooks, EventSourceSettings } from "./EventSource.js"
 import { eventsCallbackUrl } from "./EventSource.js"
 import { makeElection, refuseEventsUnlessLeading } from "./Election.js"
@@ -66,6 +66,15 @@ const sameSecret = (given: string, expected: string): boolean => {
 /** the routes that act on Consul or read the plan: with --events-secret-file, only with the secret */
 const securedPaths: ReadonlySet<string> = new Set(["/events", "/sync", "/diff"])
 
+/**
+ * A path as the router matches it: it ignores a trailing slash, doubled slashes and case (find-my-way's options
+ * in @effect/platform), so "/Events/" is served as "/events" and must be guarded as that.
+ */
+const routedPath = (pathname: string): string => {
+  const path = pathname.replace(/\/{2,}/g, "/").toLowerCase()
+  return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path
+}
+
 const bearer = (authorization: string | undefined): string | undefined => {
   const match = authorization === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(authorization)
   return match === null ? undefined : match[1]
@@ -78,32 +87,41 @@ const bearer = (authorization: string | undefined): string | undefined => {
 const requireSecret = (secret: string | undefined) => <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
   secret === undefined ? app : Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
+    // the path from the request line itself: the URL parser reads "//events" as a host
+    const query = request.url.indexOf("?")
+    const path = routedPath(query === -1 ? request.url : request.url.slice(0, query))
+    if (!securedPaths.has(path)) return yield* app
     const url = new URL(request.url, "http://consular.invalid")
-    if (!securedPaths.has(url.pathname)) return yield* app
     const given = [url.searchParams.get("secret") ?? undefined, bearer(request.headers["authorization"])]
     if (!given.some((candidate) => candidate !== undefined && sameSecret(candidate, secret))) {
-      yield* Effect.logWarning("request refused: missing or wrong secret").pipe(Effect.annotateLogs({ path: url.pathname }))
+      yield* Effect.logWarning("request refused: missing or wrong secret").pipe(Effect.annotateLogs({ path }))
       return unauthorized
     }
     return yield* app
   })
 
 /** The daemon's HTTP app: events, `GET /`, /health, /ready, /metrics, /sync, /diff, JSON 404s for the rest. */
-export const appFor = (settings: DaemonSettings, handler: EventHandler, operations: HttpRouter.HttpRouter, control: Control, election?: Election) =>
-  eventRoutes(handler, settings).pipe(
+export const appFor = (settings: DaemonSettings, handler: EventHandler, operations: HttpRouter.HttpRouter, control: Control, election?: Election) => {
+  const events = eventsPost(handler, settings)
+  const routed = eventRoutes(handler, settings).pipe(
     HttpRouter.concat(operations),
     HttpRouter.concat(controlRoutes(control)),
-    HttpRouter.all("*", Effect.succeed(notFound)),
+    HttpRouter.all("*", Effect.succeed(notFound))
+  )
+  // the hot route, spelled exactly, goes straight to its handler (the router copies the request's whole context to
+  // route it); any other spelling the router accepts (a trailing slash, another case) still reaches it there
+  return Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => isEventsPost(request) ? events : routed).pipe(
     refuseEventsUnlessLeading(election),
     requireSecret(settings.eventsSecret)
   )
+}
 
 /** Every event, from callbacks or the stream, counted and timed. */
 const measuredHandler = (handler: EventHandler) =>
-  // a captured Context, not a layer: the router and the event source take a handler without requirements
-  Effect.map(Effect.context<Metrics>(), (context): EventHandler => ({
+  // the metrics captured once, not provided per event: the router and the event source take a handler without requirements
+  Effect.map(Metrics, (metrics): EventHandler => ({
     ...handler,
-    handle: (decoded) => observeEvent(decoded, handler.handle(decoded)).pipe(Effect.provide(context))
+    handle: (decoded) => observeEventWith(metrics, decoded, handler.handle(decoded))
   }))
 
 /** Whether /ready waits for a first sync: only when some pass is going to run. */
@@ -211,6 +229,8 @@ export const runDaemon = (settings: DaemonSettings) =>
     // Node server bound earlier (provided from outside) accepts requests that nothing ever answers until `serve`.
     const server = HttpServer.serve(appFor(settings, handler, yield* operationsApp, passes, election)).pipe(
       HttpServer.withLogAddress,
+      // no tracer is exported (main.ts): the server's span per request would only parse the URL and copy headers
+      HttpMiddleware.withTracerDisabledWhen(() => true),
       Layer.provide(serveLayer(settings)),
       Layer.launch
     )

@@ -2,11 +2,11 @@ import { HttpRouter, HttpServerRequest } from "@effect/platform"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Duration, Effect, Either, Option, ParseResult, Schema, SchemaAST as AST } from "effect"
 import { ConsulError, InvalidEvent, isUnreachable, PayloadTooLarge } from "../domain/Errors.js"
-import type { MarathonError } from "../domain/Errors.js"
+import type { MarathonError, NotFound } from "../domain/Errors.js"
 import * as Diff from "../domain/Diff.js"
 import { instanceOfTask } from "../domain/Health.js"
 import {
-  EventEnvelope, HealthStatusChangedEvent, InstanceHealthChangedEvent, isTerminal, KnownEventType, StatusUpdateEvent
+  HealthStatusChangedEvent, InstanceHealthChangedEvent, isTerminal, KnownEventType, StatusUpdateEvent
 } from "../domain/MarathonApi.js"
 import type { TaskState } from "../domain/MarathonApi.js"
 import type { AppId, Labels, PodListing } from "../domain/MarathonApi.js"
@@ -132,7 +132,6 @@ const describeParseError = (error: ParseResult.ParseError): string => {
   return found.length === 0 ? "does not match the event schema" : found.join("; ")
 }
 
-const decodeEnvelope = Schema.decodeUnknownEither(EventEnvelope)
 const decodeStatusUpdate = Schema.decodeUnknownEither(StatusUpdateEvent)
 const decodeHealthStatusChanged = Schema.decodeUnknownEither(HealthStatusChangedEvent)
 const decodeInstanceHealthChanged = Schema.decodeUnknownEither(InstanceHealthChangedEvent)
@@ -173,9 +172,9 @@ export const decodeEvent = (text: string): Either.Either<DecodedEvent, InvalidEv
     return Either.left(new InvalidEvent({ problem: "invalid event", detail: `expected a JSON object, got ${kind}` }))
   }
   if (!("eventType" in json)) return Either.left(new InvalidEvent({ problem: "invalid event", detail: "eventType is missing" }))
-  const envelope = decodeEnvelope(json)
-  if (Either.isLeft(envelope)) return Either.left(new InvalidEvent({ problem: "invalid event", detail: "eventType must be a string" }))
-  const { eventType } = envelope.right
+  // only the dispatch: the event itself is decoded by its type's schema below
+  const eventType = json.eventType
+  if (typeof eventType !== "string") return Either.left(new InvalidEvent({ problem: "invalid event", detail: "eventType must be a string" }))
   if (eventType === "health_status_changed_event" || eventType === "instance_health_changed_event") return decodeHealthEvent(eventType, json)
   if (eventType !== "status_update_event") {
     return isKnownEventType(eventType)
@@ -309,8 +308,21 @@ export const makeEventHandler = (settings: EventSettings) =>
         })
       )
 
-    /** Labels of the app or pod, unless KV already holds this version's. A vanished one: nothing more to do. */
-    const refreshLabels = (event: StatusUpdateEvent, claim: "known" | "new", read: Definition | undefined | "unread") =>
+    /** The app's label keys in KV, as they are before this event writes them (none yet: empty). */
+    const readLabels = (id: AppId) =>
+      consul.kvTree(appKvPrefix(appName(id))).pipe(Effect.catchTag("NotFound", () => Effect.succeed<ReadonlyMap<string, string>>(new Map())))
+
+    /**
+     * Labels of the app or pod, unless KV already holds this version's. A vanished one: nothing more to do.
+     * `existingRead` is the app's KV tree when it was read beside the definition; a failure of that read fails the
+     * event here, after the registration, as a read made here would.
+     */
+    const refreshLabels = (
+      event: StatusUpdateEvent,
+      claim: "known" | "new",
+      read: Definition | undefined | "unread",
+      existingRead?: Either.Either<ReadonlyMap<string, string>, ConsulError | NotFound>
+    ) =>
       Effect.gen(function*() {
         if (yield* topology.labelsKnown(event.appId, event.version)) return
         const app = read === "unread" ? yield* readClaimed(event, claim) : read
@@ -318,8 +330,12 @@ export const makeEventHandler = (settings: EventSettings) =>
           yield* Effect.logWarning("app of a running task not found in Marathon").pipe(Effect.annotateLogs({ app: event.appId, task: event.taskId }))
           return
         }
-        const name = appName(app.id)
-        const existing = yield* consul.kvTree(appKvPrefix(name)).pipe(Effect.catchTag("NotFound", () => Effect.succeed(new Map<string, string>())))
+        const existing = existingRead !== undefined && app.id === event.appId
+          ? yield* Either.match(existingRead, {
+            onLeft: (error) => error._tag === "NotFound" ? Effect.succeed<ReadonlyMap<string, string>>(new Map()) : Effect.fail(error),
+            onRight: Effect.succeed
+          })
+          : yield* readLabels(app.id)
         const directory = yield* topology.directory
         const desired = Diff.desiredState([{ id: app.id, labels: app.labels, tasks: [] }], settings.registrationId, directory)
         const plan = Diff.plan(desired, { agents: new Map(), kv: existing }, {
@@ -352,9 +368,13 @@ export const makeEventHandler = (settings: EventSettings) =>
         // how the task is reached comes from its app's (or pod's) definition, read once per version: a failed
         // read fails the event (502) before anything is written
         const known = yield* topology.knownRunSpec(event.appId, event.version)
-        const read = known === undefined || !(yield* topology.labelsKnown(event.appId, event.version))
-          ? yield* readClaimed(event, claim)
-          : "unread" as const
+        const labelsKnown = yield* topology.labelsKnown(event.appId, event.version)
+        // a new version's labels: its KV tree is read at the same time as its definition, not after the registration
+        const [read, existingRead] = known === undefined || !labelsKnown
+          ? labelsKnown
+            ? [yield* readClaimed(event, claim), undefined] as const
+            : yield* Effect.all([readClaimed(event, claim), Effect.either(readLabels(event.appId))], { concurrency: 2 })
+          : ["unread" as const, undefined] as const
         const runSpec = known ?? (read === "unread" ? undefined : read?.runSpec) ?? unknownRunSpec
         if (known === undefined && read !== "unread" && read !== undefined) yield* topology.rememberRunSpec(read.id, read.version, read.runSpec)
         // a pod's container without endpoints (a sidecar) is no service, as a sync pass sees it
@@ -377,8 +397,8 @@ export const makeEventHandler = (settings: EventSettings) =>
             )
           }
         }
-        yield* ledger.taskStarted(event.taskId, appName(event.appId))
-        yield* refreshLabels(event, claim, read)
+        yield* ledger.taskStarted(event.taskId, event.appId)
+        yield* refreshLabels(event, claim, read, existingRead)
         return "registered" as const
       })
 
@@ -442,7 +462,7 @@ export const makeEventHandler = (settings: EventSettings) =>
         const results = agents.length === 1
           ? [yield* Effect.either(deregisterAll(agents[0]!))]
           : yield* Effect.forEach(agents, (target) => Effect.either(deregisterAll(target)), { concurrency: 2 })
-        yield* ledger.taskEnded(event.taskId, appName(event.appId))
+        yield* ledger.taskEnded(event.taskId, event.appId)
         topology.health.forget(event.taskId)
         const [onHost, onMain] = results
         if (onHost !== undefined && Either.isLeft(onHost)) {
@@ -563,27 +583,38 @@ const upstreamFailed = (error: ConsulError | MarathonError) =>
     jsonAnswer({ error: `${error._tag === "ConsulError" ? "consul" : "marathon"} failed`, upstream: error._tag === "ConsulError" ? "consul" : "marathon", detail: error.message }, 502)
   )
 
-/** `POST /events` and `GET /`, with every failure turned into a JSON answer in this one place. */
+/** `POST /events`, with every failure turned into a JSON answer in this one place. */
+export const eventsPost = (handler: EventHandler, settings: EventSettings) =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const text = yield* readBody(request, settings.maxEventBytes)
+    const decoded = yield* decodeEvent(text)
+    const outcome = yield* handler.handle(decoded)
+    return jsonAnswer({ status: "ok", outcome }, 200)
+  }).pipe(
+    Effect.catchTags({
+      InvalidEvent: (error) =>
+        Effect.as(
+          Effect.logWarning("event refused").pipe(Effect.annotateLogs({ error: error.message })),
+          jsonAnswer({ error: error.problem, detail: error.detail }, 400)
+        ),
+      // the rest of the body is not read: close the connection rather than drain it
+      PayloadTooLarge: (error) => Effect.succeed(jsonAnswer({ error: "payload too large", detail: error.message }, 413, { connection: "close" })),
+      ConsulError: upstreamFailed,
+      MarathonError: upstreamFailed
+    })
+  )
+
+/** Whether a request is `POST /events` (any query string), as the router matches the route. */
+export const isEventsPost = (request: HttpServerRequest.HttpServerRequest): boolean => {
+  if (request.method !== "POST") return false
+  const query = request.url.indexOf("?")
+  return (query === -1 ? request.url : request.url.slice(0, query)) === "/events"
+}
+
+/** `POST /events` and `GET /`. */
 export const eventRoutes = (handler: EventHandler, settings: EventSettings) =>
   HttpRouter.empty.pipe(
     HttpRouter.get("/", Effect.succeed(jsonAnswer([], 200))),
-    HttpRouter.post("/events", Effect.gen(function*() {
-      const request = yield* HttpServerRequest.HttpServerRequest
-      const text = yield* readBody(request, settings.maxEventBytes)
-      const decoded = yield* decodeEvent(text)
-      const outcome = yield* handler.handle(decoded)
-      return jsonAnswer({ status: "ok", outcome }, 200)
-    }).pipe(
-      Effect.catchTags({
-        InvalidEvent: (error) =>
-          Effect.as(
-            Effect.logWarning("event refused").pipe(Effect.annotateLogs({ error: error.message })),
-            jsonAnswer({ error: error.problem, detail: error.detail }, 400)
-          ),
-        // the rest of the body is not read: close the connection rather than drain it
-        PayloadTooLarge: (error) => Effect.succeed(jsonAnswer({ error: "payload too large", detail: error.message }, 413, { connection: "close" })),
-        ConsulError: upstreamFailed,
-        MarathonError: upstreamFailed
-      })
-    ))
+    HttpRouter.post("/events", eventsPost(handler, settings))
   )

@@ -1,5 +1,15 @@
 import { HttpServerResponse } from "@effect/platform"
 
-/** The daemon's one way to answer: JSON with a status (and headers when needed), for every route, error or not. */
-export const jsonAnswer = (body: unknown, status: number, headers?: Readonly<Record<string, string>>): HttpServerResponse.HttpServerResponse =>
-  HttpServerResponse.unsafeJson(body, { status, ...(headers === undefined ? {} : { headers }) })
+/**
+ * The daemon's one way to answer: JSON with a status (and headers when needed), for every route, error or not.
+ * The body stays a string with its length said: Node then sends head and body in one write, not two.
+ */
+export const jsonAnswer = (body: unknown, status: number, headers?: Readonly<Record<string, string>>): HttpServerResponse.HttpServerResponse => {
+  const text = JSON.stringify(body)
+  return HttpServerResponse.raw(text, {
+    status,
+    contentType: "application/json",
+    contentLength: Buffer.byteLength(text),
+    ...(headers === undefined ? {} : { headers })
+  })
+}

@@ -1,4 +1,5 @@
 import { Context, Effect, Layer } from "effect"
+import { appName } from "../domain/Naming.js"
 
 /**
  * What events did while a sync pass was under way, so that the pass does not undo them: a pass that read
@@ -16,8 +17,9 @@ export class Ledger extends Context.Tag("consular/Ledger")<Ledger, {
   /** marks the start of a pass (before Marathon is read); returns its mark */
   readonly beginPass: Effect.Effect<number>
   readonly endPass: Effect.Effect<void>
-  readonly taskStarted: (taskId: string, appName: string) => Effect.Effect<void>
-  readonly taskEnded: (taskId: string, appName: string) => Effect.Effect<void>
+  /** `appId` is named (its Consul name) only while a pass is under way: outside one nothing is recorded */
+  readonly taskStarted: (taskId: string, appId: string) => Effect.Effect<void>
+  readonly taskEnded: (taskId: string, appId: string) => Effect.Effect<void>
   /** what events did since the mark */
   readonly since: (mark: number) => Effect.Effect<LedgerView>
   /** whether an event changed this task since the mark (asked under the task's lock, just before a write) */
@@ -39,13 +41,14 @@ export const makeLedger = Effect.sync(() => {
   let entries: Array<Entry> = []
   let lastOfTask = new Map<string, number>()
   let lastOfApp = new Map<string, number>()
-  const record = (kind: Entry["kind"]) => (taskId: string, appName: string) =>
+  const record = (kind: Entry["kind"]) => (taskId: string, appId: string) =>
     Effect.sync(() => {
       // outside a pass there is nothing to protect: the next pass reads Marathon after this event
       if (!passUnderWay) return
-      entries.push({ seq: ++seq, kind, taskId, appName })
+      const name = appName(appId)
+      entries.push({ seq: ++seq, kind, taskId, appName: name })
       lastOfTask.set(taskId, seq)
-      lastOfApp.set(appName, seq)
+      lastOfApp.set(name, seq)
     })
   const forget = () => {
     entries = []

@@ -141,13 +141,15 @@ export const observeSync = <A extends SyncCounts, E, R>(pass: Effect.Effect<A, E
  * Usage in the route: `observeEvent(decoded, handler.handle(decoded))`.
  */
 export const observeEvent = <E, R>(decoded: DecodedEvent, handling: Effect.Effect<EventOutcome, E, R>): Effect.Effect<EventOutcome, E, R | Metrics> =>
-  Effect.gen(function*() {
-    const metrics = yield* Metrics
-    const start = yield* Clock.currentTimeNanos
+  Effect.flatMap(Metrics, (metrics) => observeEventWith(metrics, decoded, handling))
+
+/** `observeEvent` over the given metrics: the daemon wraps every event so, without a context lookup per event. */
+export const observeEventWith = <E, R>(metrics: MetricsService, decoded: DecodedEvent, handling: Effect.Effect<EventOutcome, E, R>): Effect.Effect<EventOutcome, E, R> =>
+  Effect.flatMap(Clock.currentTimeNanos, (start) => {
     const [eventType, taskState] = decoded._tag === "StatusUpdate"
       ? [decoded.event.eventType, decoded.event.taskStatus]
       : [decoded.eventType, undefined]
-    return yield* handling.pipe(
+    return handling.pipe(
       Effect.onExit((exit) =>
         Effect.flatMap(secondsSince(start), (seconds): Effect.Effect<void> => {
           if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) return Effect.void

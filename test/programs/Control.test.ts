@@ -153,6 +153,25 @@ describe("the secret (--events-secret-file) on /sync, /diff and /events", () => 
       expect((yield* request(daemon.base, "POST", "/events", { "content-type": "application/json", authorization: "Bearer s3cret" }, event)).status).toBe(200)
       expect(dc.consul.services("127.0.0.2").has("web.3")).toBe(true)
     }))
+  it.scopedLive("every spelling the router serves a secured route by (trailing slash, doubled slash, another case) needs the secret too", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter()
+      seed(dc)
+      const daemon = yield* serve(dc, { eventsSecret: "s3cret" })
+      const event = JSON.stringify(statusUpdate({ taskId: "web.3", taskStatus: "TASK_RUNNING", appId: "/web", host: "127.0.0.2", ports: [31003] }))
+      for (const path of ["/events/", "//events", "/EVENTS", "/Events?registration=consular"]) {
+        const refused = yield* request(daemon.base, "POST", path, { "content-type": "application/json" }, event)
+        expect(refused.status, path).toBe(401)
+      }
+      for (const [method, path] of [["POST", "/sync/"], ["GET", "/DIFF"], ["GET", "//diff"]] as const) {
+        expect((yield* request(daemon.base, method, path)).status, `${method} ${path}`).toBe(401)
+      }
+      expect(daemon.passes()).toBe(0)
+      expect(dc.consul.writes).toBe(0)
+      // the router does serve them: with the secret, the event is applied
+      expect((yield* request(daemon.base, "POST", "/Events/", { "content-type": "application/json", authorization: "Bearer s3cret" }, event)).status).toBe(200)
+      expect(dc.consul.services("127.0.0.2").has("web.3")).toBe(true)
+    }))
 })
 
 describe("--max-purge in the daemon", () => {

@@ -79,6 +79,21 @@ describe("POST /events through the daemon's HTTP server", () => {
       expect(Object.fromEntries(dc.consul.kv)).toEqual({ "consular/web/b": "\"2\"" })
     }))
 
+  it.scopedLive("a new app version's KV tree is read at the same time as its definition; a failed definition read still writes nothing", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter({ timeout: 100 })
+      const app = dc.marathon.putApp("/web", { a: "1" })
+      const daemon = yield* serveDaemon(dc)
+      dc.consul.resetCounters()
+      // every read of the definition hangs until the client gives up: a read made only after it would never be made
+      dc.marathon.fault = { _tag: "Hang" }
+      const response = yield* daemon.post(statusUpdate({ taskId: "web.1", taskStatus: "TASK_RUNNING", appId: "/web", host: "127.0.0.2", version: app.version }))
+      expect(response.status).toBe(502)
+      expect(dc.consul.log.map((request) => request.operation)).toEqual(["kv.recurse"])
+      expect(dc.consul.services("127.0.0.2").size).toBe(0)
+      expect(dc.consul.kv.size).toBe(0)
+    }))
+
   it.scopedLive("a RUNNING task of an app Marathon no longer has is registered, and nothing more happens (2xx)", () =>
     Effect.gen(function*() {
       const dc = yield* makeDatacenter()
