@@ -6,6 +6,7 @@ import type { Context } from "effect"
 import { createServer } from "node:http"
 import { eventRoutes, eventsPost, isEventsPost, makeEventHandler } from "./Events.js"
 import { jsonAnswer } from "./JsonAnswer.js"
+import { routedPath } from "./RoutedPath.js"
 import { controlRoutes, makePassQueue } from "./Control.js"
 import type { Control } from "./Control.js"
 import { NotLeading } from "../domain/Errors.js"
@@ -66,15 +67,6 @@ const sameSecret = (given: string, expected: string): boolean => {
 /** the routes that act on Consul or read the plan: with --events-secret-file, only with the secret */
 const securedPaths: ReadonlySet<string> = new Set(["/events", "/sync", "/diff"])
 
-/**
- * A path as the router matches it: it ignores a trailing slash, doubled slashes and case (find-my-way's options
- * in @effect/platform), so "/Events/" is served as "/events" and must be guarded as that.
- */
-const routedPath = (pathname: string): string => {
-  const path = pathname.replace(/\/{2,}/g, "/").toLowerCase()
-  return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path
-}
-
 const bearer = (authorization: string | undefined): string | undefined => {
   const match = authorization === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(authorization)
   return match === null ? undefined : match[1]
@@ -87,9 +79,7 @@ const bearer = (authorization: string | undefined): string | undefined => {
 const requireSecret = (secret: string | undefined) => <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
   secret === undefined ? app : Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
-    // the path from the request line itself: the URL parser reads "//events" as a host
-    const query = request.url.indexOf("?")
-    const path = routedPath(query === -1 ? request.url : request.url.slice(0, query))
+    const path = routedPath(request.url)
     if (!securedPaths.has(path)) return yield* app
     const url = new URL(request.url, "http://consular.invalid")
     const given = [url.searchParams.get("secret") ?? undefined, bearer(request.headers["authorization"])]

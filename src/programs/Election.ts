@@ -6,6 +6,7 @@ import type { LockState } from "../services/Leadership.js"
 import { Metrics } from "../services/Metrics.js"
 import { retryForever } from "./EventSource.js"
 import { jsonAnswer } from "./JsonAnswer.js"
+import { routedPath } from "./RoutedPath.js"
 import { Readiness } from "./Operations.js"
 
 /**
@@ -278,7 +279,7 @@ export const refuseEventsUnlessLeading = (election: Pick<Election, "leading" | "
   <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
     election === undefined ? app : Effect.gen(function*() {
       const request = yield* HttpServerRequest.HttpServerRequest
-      const path = new URL(request.url, "http://consular.invalid").pathname
+      const path = routedPath(request.url)
       const route = leaderRoutes.find((candidate) => candidate.method === request.method && candidate.path === path)
       if (route === undefined || (yield* election.leading)) return yield* app
       return notTheLeader(yield* election.leaderAt, route.detail)

@@ -171,8 +171,16 @@ describe("--leader-election: three daemons, one leader", () => {
       expect(yield* Effect.promise(() => refused.json())).toMatchObject({ error: "not the leader", leader: leader.address })
       expect(dc.consul.services("127.0.0.4").has("web.2")).toBe(false)
 
+      // every spelling the router serves /events by too (a trailing slash, doubled slashes, another case)
+      for (const path of ["/events/", "//events", "/EVENTS"]) {
+        const answer = yield* Effect.promise(() =>
+          fetch(`http://${followers[0]!.address}${path}?registration=ha`, { method: "POST", body: JSON.stringify(event), signal: AbortSignal.timeout(5_000) }))
+        expect(answer.status, path).toBe(503)
+        expect(dc.consul.services("127.0.0.4").has("web.2"), path).toBe(false)
+      }
+
       // POST /sync and GET /diff too: a follower answers 503 naming the leader, the leader confirms its lock and syncs
-      for (const [method, path] of [["POST", "/sync"], ["GET", "/diff"]] as const) {
+      for (const [method, path] of [["POST", "/sync"], ["GET", "/diff"], ["POST", "/Sync/"], ["GET", "/diff/"]] as const) {
         const answer = yield* Effect.promise(() => fetch(`http://${followers[1]!.address}${path}`, { method, signal: AbortSignal.timeout(5_000) }))
         expect(answer.status).toBe(503)
         expect(yield* Effect.promise(() => answer.json())).toMatchObject({ error: "not the leader", leader: leader.address })
