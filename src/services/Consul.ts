@@ -1,4 +1,4 @@
-import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import { HttpBody, HttpClientRequest } from "@effect/platform"
 import { Context, Duration, Effect, Either, Layer, Option, Schema } from "effect"
 import { AgentChecks, AgentServices, CatalogNodes, CheckUpdate, KvEntries, KvKeys, Registration, TxnConflict, TxnOperations } from "../domain/ConsulApi.js"
 import type { AgentCheck, AgentService, CatalogNode, TxnOpError, TxnOperation } from "../domain/ConsulApi.js"
@@ -133,6 +133,13 @@ const notFoundIsError = (operation: string, agent?: string) => (error: NotFound 
 const encodeRegistration = Schema.encodeEither(Registration)
 const encodeCheckUpdate = Schema.encodeSync(CheckUpdate)
 
+// each answer's Schema compiled once (Http.schemaBody)
+const readAgentServices = Http.schemaBody(AgentServices)
+const readAgentChecks = Http.schemaBody(AgentChecks)
+const readCatalogNodes = Http.schemaBody(CatalogNodes)
+const readKvEntries = Http.schemaBody(KvEntries)
+const readKvKeys = Http.schemaBody(KvKeys)
+
 const decodeBase64 = (value: string | null): string => value === null ? "" : Buffer.from(value, "base64").toString("utf8")
 
 export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
@@ -152,7 +159,7 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
     const onMain = (path: string): string => new URL(path, main).href
 
     const agentServices = (agent: string, options?: { readonly retryUnreachable?: boolean }) =>
-      http.send(HttpClientRequest.get(at(agent, "/v1/agent/services")), HttpClientResponse.schemaBodyJson(AgentServices), {
+      http.send(HttpClientRequest.get(at(agent, "/v1/agent/services")), readAgentServices, {
         retryUnreachable: options?.retryUnreachable
       }).pipe(
         Effect.map((services) => new Map(Object.entries(services))),
@@ -165,7 +172,7 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
         HttpClientRequest.get(at(agent, "/v1/agent/services")).pipe(
           HttpClientRequest.setUrlParam("filter", `ID == ${JSON.stringify(serviceId)}`)
         ),
-        HttpClientResponse.schemaBodyJson(AgentServices)
+        readAgentServices
       ).pipe(
         Effect.mapError(Http.mapFailure(`services of agent ${agent}`, consulError("list services", agent))),
         Effect.mapError(notFoundIsError("list services", agent)),
@@ -191,7 +198,7 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
     }
 
     const agentChecks = (agent: string, options?: { readonly retryUnreachable?: boolean }) =>
-      http.send(HttpClientRequest.get(at(agent, "/v1/agent/checks")), HttpClientResponse.schemaBodyJson(AgentChecks), {
+      http.send(HttpClientRequest.get(at(agent, "/v1/agent/checks")), readAgentChecks, {
         retryUnreachable: options?.retryUnreachable
       }).pipe(
         Effect.map((checks) => new Map(Object.entries(checks))),
@@ -221,7 +228,7 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
       )
     }
 
-    const catalogNodes = http.send(HttpClientRequest.get(onMain("/v1/catalog/nodes")), HttpClientResponse.schemaBodyJson(CatalogNodes)).pipe(
+    const catalogNodes = http.send(HttpClientRequest.get(onMain("/v1/catalog/nodes")), readCatalogNodes).pipe(
       Effect.mapError(Http.mapFailure("catalog nodes", consulError("list catalog nodes"))),
       Effect.mapError(notFoundIsError("list catalog nodes"))
     )
@@ -229,7 +236,7 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
     const kvTree = (prefix: string) =>
       http.send(
         HttpClientRequest.get(onMain(kvPath(prefix))).pipe(HttpClientRequest.setUrlParam("recurse", "true")),
-        HttpClientResponse.schemaBodyJson(KvEntries)
+        readKvEntries
       ).pipe(
         Effect.map((entries) => new Map(entries.map((entry) => [entry.Key, decodeBase64(entry.Value)] as const))),
         Effect.mapError(Http.mapFailure(`kv ${prefix}`, consulError("read kv tree")))
@@ -241,7 +248,7 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
           HttpClientRequest.setUrlParam("keys", "true"),
           separator === undefined ? (r) => r : HttpClientRequest.setUrlParam("separator", separator)
         ),
-        HttpClientResponse.schemaBodyJson(KvKeys)
+        readKvKeys
       ).pipe(Effect.mapError(Http.mapFailure(`kv ${prefix}`, consulError("list kv keys"))))
 
     const kvGet = (key: string) =>

@@ -1,7 +1,8 @@
 import { Headers, HttpClientRequest } from "@effect/platform"
 import type { HttpClientError, HttpClientResponse } from "@effect/platform"
 import { Cause, Duration, Effect, ParseResult, Schedule } from "effect"
-import type { Scope, Stream } from "effect"
+import type { Schema, Scope, Stream } from "effect"
+import { compiledDecoder } from "../domain/CompiledDecoder.js"
 import { NotFound } from "../domain/Errors.js"
 import type { Reason, UpstreamError } from "../domain/Errors.js"
 import { BufferedResponse, isIdempotent, makeTransport, statusFailure } from "./HttpTransport.js"
@@ -245,6 +246,17 @@ export interface HttpApi {
   readonly openStream: (
     request: HttpClientRequest.HttpClientRequest
   ) => Effect.Effect<Stream.Stream<Uint8Array, HttpFailure>, HttpFailure>
+}
+
+/**
+ * Reads an answer's JSON body with its Schema (compiled once: domain/CompiledDecoder.ts): what it refuses fails as
+ * the Schema's ParseError, exactly as `HttpClientResponse.schemaBodyJson` would. Make it once per schema, not per
+ * request.
+ */
+export const schemaBody = <A, I>(schema: Schema.Schema<A, I, never>) => {
+  const decode = compiledDecoder(schema)
+  return (response: HttpClientResponse.HttpClientResponse): Effect.Effect<A, HttpClientError.ResponseError | ParseResult.ParseError> =>
+    Effect.flatMap(response.json, decode)
 }
 
 /** For answers whose body says nothing (a registration, a deregistration): it was read off the wire already. */
