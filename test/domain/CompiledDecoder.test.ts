@@ -132,14 +132,15 @@ const mutate = (value: unknown, mutation: Mutation): unknown => {
   const copy: unknown = structuredClone(value)
   const paths = pathsOf(copy)
   const path = paths[mutation.path % paths.length]!
-  const replacement = structuredClone(replacements[mutation.to % replacements.length] ?? null)
+  const to = mutation.kind === "delete" ? 0 : mutation.to
+  const replacement = structuredClone(replacements[to % replacements.length] ?? null)
   if (path.length === 0) return mutation.kind === "set" ? replacement : copy
   let parent = copy as Record<string | number, unknown>
   for (const step of path.slice(0, -1)) parent = parent[step] as Record<string | number, unknown>
   const last = path[path.length - 1]!
   switch (mutation.kind) {
     case "set":
-      parent[last] = mutation.to % replacements.length === 1 ? undefined : replacement
+      parent[last] = to % replacements.length === 1 ? undefined : replacement
       break
     case "delete":
       if (Array.isArray(parent)) parent.splice(Number(last), 1)
