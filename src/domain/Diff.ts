@@ -83,6 +83,12 @@ const podWorkload = (pod: PodServices): Workload => ({
   }
 })
 
+interface WantedService {
+  readonly taskId: string
+  readonly host: string
+  readonly registrations: ReadonlyArray<Registration>
+}
+
 export interface Clash {
   readonly name: AppName
   /** app and pod ids */
@@ -130,19 +136,17 @@ export const desiredState = (
   for (const pod of options.pods ?? []) all.push(podWorkload(pod))
   const workloads = all.map((workload) => {
     const name = appName(workload.id)
-    const wanted: Array<{ readonly taskId: string; readonly host: string; readonly registrations: ReadonlyArray<Registration> }> = []
     const registrationsOf = registrationsOfApp(registrationId, workload.id, options)
+    // every Consul name it registers: its own, and with --service-per-port those of its other ports (for which
+    // its registrations are made here, once)
+    if (options.servicePerPort !== true) return { workload, name, registrationsOf, wanted: undefined, claimed: [name] }
+    const wanted: Array<WantedService> = []
     workload.eachService((taskId, host, endpoints) => {
       wanted.push({ taskId, host, registrations: registrationsOf(taskId, endpoints) })
     })
-    // every Consul name it registers: its own, and with --service-per-port those of its other ports
-    let claimed: ReadonlyArray<string> = [name]
-    if (options.servicePerPort === true) {
-      const names = new Set<string>(claimed)
-      for (const service of wanted) for (const r of service.registrations) names.add(r.Name)
-      claimed = [...names]
-    }
-    return { workload, name, wanted, claimed }
+    const claimed = new Set<string>([name])
+    for (const service of wanted) for (const r of service.registrations) claimed.add(r.Name)
+    return { workload, name, registrationsOf, wanted, claimed: [...claimed] }
   })
   const claimants = new Map<string, Array<string>>()
   for (const { claimed, workload } of workloads) {
@@ -166,7 +170,7 @@ export const desiredState = (
   const skipped: Array<SkippedTask> = []
   const protectedNames = new Set<AppName>([...clashes.map((clash) => clash.name), ...unreadableNames])
   const decorate = options.decorate
-  for (const { name, wanted, workload } of workloads) {
+  for (const { name, registrationsOf, wanted, workload } of workloads) {
     if (clashingIds.has(workload.id) || unreadableNames.has(name)) {
       clashingIds.add(workload.id)
       protectedNames.add(name)
@@ -175,12 +179,12 @@ export const desiredState = (
     names.add(name)
     const appLabels = workload.labels
     if (appLabels !== undefined) for (const label of Object.keys(appLabels)) labels.set(labelKey(name, label), encodeLabelValue(appLabels[label]!))
-    for (const { host, registrations: all, taskId } of wanted) {
+    const want = (taskId: string, host: string, all: ReadonlyArray<Registration>) => {
       const known = directory.agentOf(host)
       const agent = known ?? options.fallbackAgent
       if (agent === undefined) {
         skipped.push({ taskId, appId: workload.id, host })
-        continue
+        return
       }
       for (const plain of all) {
         const r = decorate === undefined ? plain : decorate(plain, workload, taskId)
@@ -190,6 +194,8 @@ export const desiredState = (
         services.set(r.ID, service)
       }
     }
+    if (wanted !== undefined) for (const { host, registrations: all, taskId } of wanted) want(taskId, host, all)
+    else workload.eachService((taskId, host, endpoints) => want(taskId, host, registrationsOf(taskId, endpoints)))
   }
   return { services, labels, apps: names, clashes, clashingIds, protectedNames, skipped }
 }
