@@ -7,7 +7,7 @@ import type { AppWithTasks, Plan, SkippedTask } from "../domain/Diff.js"
 import { describeRefusedOperation, isUnreachable } from "../domain/Errors.js"
 import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
-import type { Labels, PodListing, RejectedApp } from "../domain/MarathonApi.js"
+import type { App, Labels, PodListing, RejectedApp, Task } from "../domain/MarathonApi.js"
 import { appName, isOwnedBy, kvRoot, parseLabelKey, taskIdOfService, ttlCheckId } from "../domain/Naming.js"
 import { podServices } from "../domain/Pods.js"
 import { guardPurge, keysUnder } from "../domain/PurgeGuard.js"
@@ -107,13 +107,18 @@ const readMarathon = (concurrency: number): Effect.Effect<{
   Effect.gen(function*() {
     const marathon = yield* Marathon
     const listing = yield* marathon.apps
+    const withTasks = (app: App, tasks: ReadonlyArray<Task>): AppWithTasks => ({ ...app, hasHealthChecks: (app.healthChecks?.length ?? 0) > 0, tasks })
+    // embedded, as every Marathon since 0.x honours `embed=apps.tasks`: no fiber per app
+    if (listing.apps.every((app) => app.tasks !== undefined)) {
+      return { apps: listing.apps.map((app) => withTasks(app, app.tasks ?? [])), rejected: listing.rejected }
+    }
     const apps = yield* Effect.forEach(listing.apps, (app) =>
       app.tasks !== undefined
-        ? Effect.succeed({ ...app, hasHealthChecks: (app.healthChecks?.length ?? 0) > 0, tasks: app.tasks })
+        ? Effect.succeed(withTasks(app, app.tasks))
         : marathon.appTasks(app.id).pipe(
           // Marathon #3881: some releases answer 404 for an app that has no tasks
           Effect.catchTag("NotFound", () => Effect.succeed([])),
-          Effect.map((tasks) => ({ ...app, hasHealthChecks: (app.healthChecks?.length ?? 0) > 0, tasks }))
+          Effect.map((tasks) => withTasks(app, tasks))
         ), { concurrency })
     return { apps, rejected: listing.rejected }
   })
