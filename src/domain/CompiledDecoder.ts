@@ -182,3 +182,43 @@ export const compiledDecoder = <A, I>(schema: Schema.Schema<A, I, never>): Compi
     }
   })
 }
+
+/** Whether encoding changes anything: a transformation somewhere (or a shape this module does not read). */
+const transforms = (ast: SchemaAST.AST): boolean => {
+  switch (ast._tag) {
+    case "StringKeyword":
+    case "NumberKeyword":
+    case "BooleanKeyword":
+    case "UndefinedKeyword":
+    case "UnknownKeyword":
+    case "AnyKeyword":
+    case "Literal":
+      return false
+    case "Refinement":
+      return transforms(ast.from)
+    case "Union":
+      return ast.types.some(transforms)
+    case "TupleType":
+      return ast.elements.some((element) => transforms(element.type)) || ast.rest.some((rest) => transforms(rest.type))
+    case "TypeLiteral":
+      return ast.propertySignatures.some((property) => transforms(property.type)) ||
+        ast.indexSignatures.some((index) => transforms(index.type))
+    default:
+      return true
+  }
+}
+
+/**
+ * Encodes as `Schema.encodeEither(schema)` does. A schema without transformations encodes a value to a checked
+ * copy of itself, which is what reading it gives: that is done compiled (a cold sync encodes thousands of
+ * registrations); a value it refuses, and any schema with a transformation, is the Schema's to encode.
+ */
+export const compiledEncoder = <A, I>(schema: Schema.Schema<A, I, never>): (value: A) => Either.Either<I, ParseResult.ParseError> => {
+  const bySchema = Schema.encodeEither(schema)
+  if (transforms(schema.ast)) return bySchema
+  const read = compile(schema.ast)
+  return (value) => {
+    const encoded = read(value)
+    return encoded === refused ? bySchema(value) : Either.right(encoded as I)
+  }
+}

@@ -2,6 +2,7 @@ import { HttpBody, HttpClientRequest } from "@effect/platform"
 import { Context, Duration, Effect, Either, Layer, Option, Schema } from "effect"
 import { AgentChecks, AgentServices, CatalogNodes, CheckUpdate, KvEntries, KvKeys, Registration, TxnConflict, TxnOperations } from "../domain/ConsulApi.js"
 import type { AgentCheck, AgentService, CatalogNode, TxnOpError, TxnOperation } from "../domain/ConsulApi.js"
+import { compiledEncoder } from "../domain/CompiledDecoder.js"
 import { ConsulError, isUnreachable, NotFound } from "../domain/Errors.js"
 import { agentUrl, kvPath } from "../domain/Naming.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
@@ -130,7 +131,7 @@ const notFoundIsError = (operation: string, agent?: string) => (error: NotFound 
     ? new ConsulError({ operation, reason: "Status", status: 404, detail: error.message, ...(agent === undefined ? {} : { agent }) })
     : error
 
-const encodeRegistration = Schema.encodeEither(Registration)
+const encodeRegistration = compiledEncoder(Registration)
 const encodeCheckUpdate = Schema.encodeSync(CheckUpdate)
 
 // each answer's Schema compiled once (Http.schemaBody)
@@ -198,7 +199,7 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
       }
       const path = options?.replaceExistingChecks === true ? "/v1/agent/service/register?replace-existing-checks=true" : "/v1/agent/service/register"
       return http.send(
-        HttpClientRequest.put(at(agent, path)).pipe(HttpClientRequest.bodyUnsafeJson(encoded.right)),
+        HttpClientRequest.put(at(agent, path)).pipe(HttpClientRequest.setBody(Http.jsonBody(encoded.right))),
         Http.ignoreBody,
         { retryUnreachable: options?.fallbackMode !== true, timeout: options?.timeout }
       ).pipe(Effect.mapError((failure) => notFoundIsError("register", agent)(Http.mapFailure(`agent ${agent}`, consulError("register", agent))(failure))))

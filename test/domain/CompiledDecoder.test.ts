@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Either, FastCheck as fc, Option, ParseResult, Schema } from "effect"
-import { compiledDecoder } from "../../src/domain/CompiledDecoder.js"
-import { AgentChecks, AgentServices, CatalogNodes, KvEntries, TxnConflict } from "../../src/domain/ConsulApi.js"
+import { compiledDecoder, compiledEncoder } from "../../src/domain/CompiledDecoder.js"
+import { AgentChecks, AgentServices, CatalogNodes, KvEntries, Registration, TxnConflict, TxnOperations } from "../../src/domain/ConsulApi.js"
 import { App, AppsResponse, PodStatus, Task, TasksResponse } from "../../src/domain/MarathonApi.js"
 import { appLists } from "../fixtures/marathon/AppLists.js"
 
@@ -209,5 +209,40 @@ describe("compiledDecoder", () => {
   it("fills in the defaults of AgentService as the Schema does (a Struct with defaults is a transformation)", () => {
     const decoded = Either.getOrThrow(compiledDecoder(AgentServices)({ "bare.1": { ID: "bare.1", Service: "bare" } }))
     expect(decoded).toStrictEqual({ "bare.1": { ID: "bare.1", Service: "bare", Tags: null, Address: "", Port: 0 } })
+  })
+})
+
+describe("compiledEncoder", () => {
+  const registrations: ReadonlyArray<unknown> = [
+    { ID: "web.1", Name: "web", Address: "10.0.0.7", Tags: ["consular-reg-id=consular", "consular-app-id=/web"], Port: 31001 },
+    { ID: "web.2", Name: "web", Address: "::1", Tags: [] },
+    {
+      ID: "web.3",
+      Name: "web",
+      Address: "10.0.0.8",
+      Tags: ["a"],
+      Port: 0,
+      Meta: { "external-source": "marathon" },
+      Check: { TTL: "1h", Notes: "Marathon's health checks", DeregisterCriticalServiceAfter: "72h" }
+    }
+  ]
+  const sameEncoding = (schema: Schema.Schema<any, any, never>, value: unknown) => {
+    const bySchema = Schema.encodeEither(schema)(value)
+    const compiled = compiledEncoder(schema)(value)
+    if (Either.isRight(bySchema)) expect(Either.getOrThrow(compiled)).toStrictEqual(bySchema.right)
+    else {
+      expect(ParseResult.TreeFormatter.formatErrorSync(Either.flip(compiled).pipe(Either.getOrThrow)))
+        .toBe(ParseResult.TreeFormatter.formatErrorSync(bySchema.left))
+    }
+  }
+
+  it.prop("a registration: the Schema's encoding of every mutation", [fc.nat(), fc.array(mutationArb, { minLength: 0, maxLength: 3 })], ([which, mutations]) => {
+    sameEncoding(Registration, mutations.reduce(mutate, registrations[which % registrations.length]))
+  }, { fastCheck: { numRuns: 400 } })
+
+  it("a transaction, and a schema with a transformation (left to the Schema)", () => {
+    sameEncoding(TxnOperations, [{ KV: { Verb: "set", Key: "consular/web/a", Value: "ImIi" } }, { KV: { Verb: "delete-tree", Key: "consular/old/" } }])
+    sameEncoding(TxnOperations, [{ KV: { Verb: "drop", Key: "consular/web/a" } }])
+    sameEncoding(AgentServices, agentServices)
   })
 })
