@@ -2,12 +2,12 @@ import type { AgentCheck, AgentService, Registration } from "./ConsulApi.js"
 import type { AgentDirectory } from "./Agents.js"
 import type { AppId, Labels, Task } from "./MarathonApi.js"
 import { isRunning } from "./MarathonApi.js"
-import { AppName } from "./Naming.js"
+import type { AppName } from "./Naming.js"
 import {
-  appIdFromTags, appKvPrefix, appName, encodeLabelValue, isOwnedBy, labelKey, parseLabelKey, registrations, ttlCheckId
+  appIdFromTags, appKvPrefix, appName, encodeLabelValue, isOwnedBy, labelKey, parseLabelKey, registrationsOfApp, ttlCheckId
 } from "./Naming.js"
 import type { RegistrationOptions } from "./Naming.js"
-import { taskEndpoints } from "./Networking.js"
+import { appTaskEndpoints } from "./Networking.js"
 import type { AppNetworking, TaskEndpoints } from "./Networking.js"
 import type { PodServices } from "./Pods.js"
 import { checkHolds, sameMeta } from "./RegistrationExtras.js"
@@ -62,20 +62,32 @@ export interface SkippedTask {
 interface Workload {
   readonly id: AppId | string
   readonly labels?: Labels | undefined
-  readonly services: () => ReadonlyArray<{ readonly taskId: string; readonly host: string; readonly endpoints: TaskEndpoints }>
+  /** calls `service` for each running task, with where it is reached */
+  readonly eachService: (service: (taskId: string, host: string, endpoints: TaskEndpoints) => void) => void
 }
 
 const appWorkload = (app: AppWithTasks): Workload => ({
   id: app.id,
   labels: app.labels,
-  services: () => app.tasks.flatMap((task) => isRunning(task) ? [{ taskId: task.id, host: task.host, endpoints: taskEndpoints(app, task) }] : [])
+  eachService: (service) => {
+    const endpointsOf = appTaskEndpoints(app)
+    for (const task of app.tasks) if (isRunning(task)) service(task.id, task.host, endpointsOf(task))
+  }
 })
 
 const podWorkload = (pod: PodServices): Workload => ({
   id: pod.id,
   labels: pod.labels,
-  services: () => pod.tasks.map((task) => ({ taskId: task.id, host: task.host, endpoints: task.endpoints }))
+  eachService: (service) => {
+    for (const task of pod.tasks) service(task.id, task.host, task.endpoints)
+  }
 })
+
+interface WantedService {
+  readonly taskId: string
+  readonly host: string
+  readonly registrations: ReadonlyArray<Registration>
+}
 
 export interface Clash {
   readonly name: AppName
@@ -120,17 +132,21 @@ export const desiredState = (
 ): Desired => {
   const unreadableIds = options.unreadableIds ?? []
   const unreadableNames = new Set(unreadableIds.map((id) => appName(id)))
-  const workloads = [...apps.map(appWorkload), ...(options.pods ?? []).map(podWorkload)].map((workload) => {
+  const all: Array<Workload> = apps.map(appWorkload)
+  for (const pod of options.pods ?? []) all.push(podWorkload(pod))
+  const workloads = all.map((workload) => {
     const name = appName(workload.id)
-    const wanted = workload.services().map((service) => ({
-      taskId: service.taskId,
-      host: service.host,
-      registrations: registrations(registrationId, { appId: workload.id, taskId: service.taskId, endpoints: service.endpoints }, options)
-    }))
-    // every Consul name it registers: its own, and with --service-per-port those of its other ports
+    const registrationsOf = registrationsOfApp(registrationId, workload.id, options)
+    // every Consul name it registers: its own, and with --service-per-port those of its other ports (for which
+    // its registrations are made here, once)
+    if (options.servicePerPort !== true) return { workload, name, registrationsOf, wanted: undefined, claimed: [name] }
+    const wanted: Array<WantedService> = []
+    workload.eachService((taskId, host, endpoints) => {
+      wanted.push({ taskId, host, registrations: registrationsOf(taskId, endpoints) })
+    })
     const claimed = new Set<string>([name])
     for (const service of wanted) for (const r of service.registrations) claimed.add(r.Name)
-    return { workload, name, wanted, claimed }
+    return { workload, name, registrationsOf, wanted, claimed: [...claimed] }
   })
   const claimants = new Map<string, Array<string>>()
   for (const { claimed, workload } of workloads) {
@@ -145,7 +161,7 @@ export const desiredState = (
   for (const [name, ids] of claimants) {
     if (ids.length < 2) continue
     const distinct = [...new Set(ids)].sort()
-    clashes.push({ name: AppName.make(name), ids: distinct })
+    clashes.push({ name: name as AppName, ids: distinct })
     for (const id of distinct) clashingIds.add(id)
   }
   const services = new Map<string, DesiredService>()
@@ -153,33 +169,33 @@ export const desiredState = (
   const names = new Set<AppName>()
   const skipped: Array<SkippedTask> = []
   const protectedNames = new Set<AppName>([...clashes.map((clash) => clash.name), ...unreadableNames])
-  for (const { name, wanted, workload } of workloads) {
+  const decorate = options.decorate
+  for (const { name, registrationsOf, wanted, workload } of workloads) {
     if (clashingIds.has(workload.id) || unreadableNames.has(name)) {
       clashingIds.add(workload.id)
       protectedNames.add(name)
       continue
     }
     names.add(name)
-    for (const [label, value] of Object.entries(workload.labels ?? {})) {
-      labels.set(labelKey(name, label), encodeLabelValue(value))
-    }
-    for (const { host, registrations: all, taskId } of wanted) {
+    const appLabels = workload.labels
+    if (appLabels !== undefined) for (const label of Object.keys(appLabels)) labels.set(labelKey(name, label), encodeLabelValue(appLabels[label]!))
+    const want = (taskId: string, host: string, all: ReadonlyArray<Registration>) => {
       const known = directory.agentOf(host)
       const agent = known ?? options.fallbackAgent
       if (agent === undefined) {
         skipped.push({ taskId, appId: workload.id, host })
-        continue
+        return
       }
       for (const plain of all) {
-        const r = options.decorate === undefined ? plain : options.decorate(plain, workload, taskId)
-        services.set(r.ID, {
-          agent,
-          registration: r,
-          ...(r.ID === taskId ? {} : { taskId }),
-          ...(known === undefined ? { fallback: true } : {})
-        })
+        const r = decorate === undefined ? plain : decorate(plain, workload, taskId)
+        const service: { agent: string; registration: Registration; taskId?: string; fallback?: boolean } = { agent, registration: r }
+        if (r.ID !== taskId) service.taskId = taskId
+        if (known === undefined) service.fallback = true
+        services.set(r.ID, service)
       }
     }
+    if (wanted !== undefined) for (const { host, registrations: all, taskId } of wanted) want(taskId, host, all)
+    else workload.eachService((taskId, host, endpoints) => want(taskId, host, registrationsOf(taskId, endpoints)))
   }
   return { services, labels, apps: names, clashes, clashingIds, protectedNames, skipped }
 }
@@ -254,16 +270,20 @@ export const matches = (service: AgentService, wanted: Registration): boolean =>
 
 const sameTags = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean => {
   if (a.length !== b.length) return false
+  // as Consul gives them back, in the order registered: equal without sorting
+  let inOrder = true
+  for (let i = 0; i < a.length && inOrder; i++) inOrder = a[i] === b[i]
+  if (inOrder) return true
   const sorted = [...b].sort()
   return [...a].sort().every((tag, i) => tag === sorted[i])
 }
 
-const holds = (state: AgentState | undefined, wanted: Registration): boolean =>
-  state?._tag === "Read" && (() => {
-    const service = state.services.get(wanted.ID)
-    return service !== undefined && matches(service, wanted) &&
-      (state.checks === undefined || checkHolds(state.checks.get(ttlCheckId(wanted.ID)), wanted.Check))
-  })()
+const holds = (state: AgentState | undefined, wanted: Registration): boolean => {
+  if (state?._tag !== "Read") return false
+  const service = state.services.get(wanted.ID)
+  return service !== undefined && matches(service, wanted) &&
+    (state.checks === undefined || checkHolds(state.checks.get(ttlCheckId(wanted.ID)), wanted.Check))
+}
 
 export const plan = (desired: Desired, actual: Actual, options: PlanOptions): Plan => {
   const register: Array<DesiredService> = []

@@ -1,5 +1,6 @@
 import { ParseResult, Schema } from "effect"
 import type { Either } from "effect"
+import { compiledDecoder } from "./CompiledDecoder.js"
 
 /** Wire schemas for the parts of Marathon's REST API that consular reads. Unknown fields are dropped. */
 
@@ -165,7 +166,7 @@ export interface AppListing {
   readonly rejected: ReadonlyArray<RejectedApp>
 }
 
-const decodeApp = Schema.decodeUnknownEither(App)
+const decodeApp = compiledDecoder(App)
 
 export const splitApps = (raw: ReadonlyArray<unknown>): AppListing => {
   const { decoded: apps, rejected } = splitDecoded(raw, decodeApp)
@@ -286,7 +287,7 @@ export interface PodListing {
   readonly rejected: ReadonlyArray<RejectedApp>
 }
 
-const decodePodStatus = Schema.decodeUnknownEither(PodStatus)
+const decodePodStatus = compiledDecoder(PodStatus)
 
 export const splitPods = (raw: ReadonlyArray<unknown>): PodListing => {
   const { decoded: pods, rejected } = splitDecoded(raw, decodePodStatus)

@@ -13,7 +13,11 @@ import type { TaskEndpoints, TaskPort } from "./Networking.js"
 export const AppName = Schema.String.pipe(Schema.brand("AppName"))
 export type AppName = typeof AppName.Type
 
-export const appName = (id: AppId | string): AppName => AppName.make(id.replace(/^\/+/, "").replaceAll("/", "-"))
+// a brand on a plain string checks nothing: `make` without its validation, which is a Schema run per call (a pass
+// names every app, task and key)
+const nameOf = (name: string): AppName => AppName.make(name, { disableValidation: true })
+
+export const appName = (id: AppId | string): AppName => nameOf(id.replace(/^\/+/, "").replaceAll("/", "-"))
 
 const regIdTagPrefix = "consular-reg-id="
 const appIdTagPrefix = "consular-app-id="
@@ -23,8 +27,13 @@ export const appIdTag = (id: AppId | string): string => `${appIdTagPrefix}${id}`
 
 /** The app id in a service's tags; undefined when there is none, or more than one (we cannot tell whose it is). */
 export const appIdFromTags = (tags: ReadonlyArray<string>): string | undefined => {
-  const found = tags.filter((tag) => tag.startsWith(appIdTagPrefix))
-  return found.length === 1 ? found[0]!.slice(appIdTagPrefix.length) : undefined
+  let found: string | undefined
+  for (const tag of tags) {
+    if (!tag.startsWith(appIdTagPrefix)) continue
+    if (found !== undefined) return undefined
+    found = tag
+  }
+  return found?.slice(appIdTagPrefix.length)
 }
 
 export const isOwnedBy = (tags: ReadonlyArray<string> | null, registrationId: string): boolean =>
@@ -66,21 +75,31 @@ export const registrations = (
   registrationId: string,
   service: TaskService,
   options: RegistrationOptions = {}
-): ReadonlyArray<Registration> => {
-  const { appId, endpoints, taskId } = service
-  const tags = [regIdTag(registrationId), appIdTag(appId)]
-  const base = { ID: taskId, Name: appName(appId), Address: endpoints.address, Tags: tags }
-  const lowest = endpoints.lowest
-  const first: Registration = lowest === undefined ? base : { ...base, Port: lowest.port }
-  if (options.servicePerPort !== true || lowest === undefined) return [first]
-  const others = endpoints.ports.filter((port) => port !== lowest).map((port): Registration => ({
-    ID: portServiceId(taskId, port),
-    Name: portServiceName(appId, port),
-    Address: endpoints.address,
-    Tags: [...tags],
-    Port: port.port
-  }))
-  return [first, ...others]
+): ReadonlyArray<Registration> => registrationsOfApp(registrationId, service.appId, options)(service.taskId, service.endpoints)
+
+/** `registrations` for the tasks of one app or pod: its name and tags made once (one Tags array shared by all). */
+export const registrationsOfApp = (
+  registrationId: string,
+  appId: AppId | string,
+  options: RegistrationOptions = {}
+): (taskId: TaskId | string, endpoints: TaskEndpoints) => ReadonlyArray<Registration> => {
+  const tags: ReadonlyArray<string> = [regIdTag(registrationId), appIdTag(appId)]
+  const name = appName(appId)
+  return (taskId, endpoints) => {
+    const lowest = endpoints.lowest
+    const first: Registration = lowest === undefined
+      ? { ID: taskId, Name: name, Address: endpoints.address, Tags: tags }
+      : { ID: taskId, Name: name, Address: endpoints.address, Tags: tags, Port: lowest.port }
+    if (options.servicePerPort !== true || lowest === undefined) return [first]
+    const others = endpoints.ports.filter((port) => port !== lowest).map((port): Registration => ({
+      ID: portServiceId(taskId, port),
+      Name: portServiceName(appId, port),
+      Address: endpoints.address,
+      Tags: tags,
+      Port: port.port
+    }))
+    return [first, ...others]
+  }
 }
 
 /** The registration of a running task of a host-networking app: on its host's agent, lowest port only (as the original). */
@@ -125,7 +144,7 @@ export const parseLabelKey = (key: string): { readonly app: AppName; readonly la
   const rest = key.slice(kvRoot.length)
   const slash = rest.indexOf("/")
   if (slash <= 0) return undefined
-  return { app: AppName.make(rest.slice(0, slash)), label: rest.slice(slash + 1) }
+  return { app: nameOf(rest.slice(0, slash)), label: rest.slice(slash + 1) }
 }
 
 /**

@@ -110,13 +110,19 @@ const hostPortNames = (app: AppNetworking, mode: NetworkMode): ReadonlyArray<str
 const lowestOf = (ports: ReadonlyArray<TaskPort>): TaskPort | undefined =>
   ports.reduce<TaskPort | undefined>((low, port) => low === undefined || port.port < low.port ? port : low, undefined)
 
-export const taskEndpoints = (app: AppNetworking, task: TaskAddressing): TaskEndpoints => {
+/** Where each task of one app is reached: what the app says worked out once, for all its tasks (a pass reads thousands). */
+export const appTaskEndpoints = (app: AppNetworking): (task: TaskAddressing) => TaskEndpoints => {
   const mode = networkMode(app)
   if (mode === "container") {
     const ports = declaredContainerPorts(app).map((declared, index) => ({ port: declared.port, index, name: declared.name }))
-    return { mode, address: containerAddress(task), ports, lowest: lowestOf(ports) }
+    const lowest = lowestOf(ports)
+    return (task) => ({ mode, address: containerAddress(task), ports, lowest })
   }
   const names = hostPortNames(app, mode)
-  const ports = (task.ports ?? []).map((port, index) => ({ port, index, name: names[index] }))
-  return { mode, address: task.host, ports, lowest: lowestOf(ports) }
+  return (task) => {
+    const ports = (task.ports ?? []).map((port, index) => ({ port, index, name: names[index] }))
+    return { mode, address: task.host, ports, lowest: lowestOf(ports) }
+  }
 }
+
+export const taskEndpoints = (app: AppNetworking, task: TaskAddressing): TaskEndpoints => appTaskEndpoints(app)(task)

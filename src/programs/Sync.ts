@@ -1,13 +1,13 @@
 import { Clock as EffectClock, Duration, Effect, Either } from "effect"
 import type { AgentDirectory } from "../domain/Agents.js"
 import { maxTxnOperations } from "../domain/ConsulApi.js"
-import type { Registration, TxnOperation } from "../domain/ConsulApi.js"
+import type { AgentService, Registration, TxnOperation } from "../domain/ConsulApi.js"
 import * as Diff from "../domain/Diff.js"
 import type { AppWithTasks, Plan, SkippedTask } from "../domain/Diff.js"
 import { describeRefusedOperation, isUnreachable } from "../domain/Errors.js"
 import type { ConsulError, MarathonError } from "../domain/Errors.js"
 import { isRunning } from "../domain/MarathonApi.js"
-import type { Labels, PodListing, RejectedApp } from "../domain/MarathonApi.js"
+import type { App, Labels, PodListing, RejectedApp, Task } from "../domain/MarathonApi.js"
 import { appName, isOwnedBy, kvRoot, parseLabelKey, taskIdOfService, ttlCheckId } from "../domain/Naming.js"
 import { podServices } from "../domain/Pods.js"
 import { guardPurge, keysUnder } from "../domain/PurgeGuard.js"
@@ -107,13 +107,18 @@ const readMarathon = (concurrency: number): Effect.Effect<{
   Effect.gen(function*() {
     const marathon = yield* Marathon
     const listing = yield* marathon.apps
+    const withTasks = (app: App, tasks: ReadonlyArray<Task>): AppWithTasks => ({ ...app, hasHealthChecks: (app.healthChecks?.length ?? 0) > 0, tasks })
+    // embedded, as every Marathon since 0.x honours `embed=apps.tasks`: no fiber per app
+    if (listing.apps.every((app) => app.tasks !== undefined)) {
+      return { apps: listing.apps.map((app) => withTasks(app, app.tasks ?? [])), rejected: listing.rejected }
+    }
     const apps = yield* Effect.forEach(listing.apps, (app) =>
       app.tasks !== undefined
-        ? Effect.succeed({ ...app, hasHealthChecks: (app.healthChecks?.length ?? 0) > 0, tasks: app.tasks })
+        ? Effect.succeed(withTasks(app, app.tasks))
         : marathon.appTasks(app.id).pipe(
           // Marathon #3881: some releases answer 404 for an app that has no tasks
           Effect.catchTag("NotFound", () => Effect.succeed([])),
-          Effect.map((tasks) => ({ ...app, hasHealthChecks: (app.healthChecks?.length ?? 0) > 0, tasks }))
+          Effect.map((tasks) => withTasks(app, tasks))
         ), { concurrency })
     return { apps, rejected: listing.rejected }
   })
@@ -517,19 +522,25 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       for (const { agent, error } of relayed.failures) applied.failures.push({ scope: `agent ${agent}`, message: error.message })
     }
     if (writes) {
-      // ours as the pass saw them, less what it removed, plus what it registered
-      const owned = new Map<string, readonly [agent: string, serviceId: string]>()
-      const own = (agent: string, serviceId: string) => owned.set(`${agent} ${serviceId}`, [agent, serviceId])
-      for (const [agent, state] of actual.agents) {
-        if (state._tag !== "Read") continue
-        for (const [id, service] of state.services) {
-          if (isOwnedBy(service.Tags, settings.registrationId) || (settings.serviceMeta === true && isOwnedByMeta(service.Meta, settings.registrationId))) {
-            own(agent, id)
+      // ours as the pass saw them, less what it removed, plus what it registered: each once, read as the topology
+      // takes them in (an idle pass of 5,000 services builds no set of its own)
+      const ours = (service: AgentService | undefined) =>
+        service !== undefined && (isOwnedBy(service.Tags, settings.registrationId) ||
+          (settings.serviceMeta === true && isOwnedByMeta(service.Meta, settings.registrationId)))
+      const removed = new Set(plan.deregister.map(({ agent, serviceId }) => `${agent} ${serviceId}`))
+      const held = (agent: string, serviceId: string): boolean => {
+        const state = actual.agents.get(agent)
+        return state?._tag === "Read" && ours(state.services.get(serviceId)) && (removed.size === 0 || !removed.has(`${agent} ${serviceId}`))
+      }
+      const owned = function*(): Generator<readonly [agent: string, serviceId: string]> {
+        for (const [agent, state] of actual.agents) {
+          if (state._tag !== "Read") continue
+          for (const [id, service] of state.services) {
+            if (ours(service) && (removed.size === 0 || !removed.has(`${agent} ${id}`))) yield [agent, id]
           }
         }
+        for (const { agent, registration } of plan.register) if (!held(agent, registration.ID)) yield [agent, registration.ID]
       }
-      for (const { agent, serviceId } of plan.deregister) owned.delete(`${agent} ${serviceId}`)
-      for (const { agent, registration } of plan.register) own(agent, registration.ID)
       // labels are known to be in KV only when KV was read and every write landed
       const labelVersions: Array<readonly [string, string]> = []
       if (actual.kv !== undefined && !applied.failures.some((failure) => failure.scope === "kv")) {
@@ -552,7 +563,7 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
         at: yield* EffectClock.currentTimeMillis,
         appIds: [...apps.map((app) => app.id), ...pods.map((pod) => pod.id)],
         clashingIds: desired.clashingIds,
-        owned: owned.values(),
+        owned: owned(),
         labelVersions,
         runSpecs
       })
@@ -561,7 +572,7 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
       startedAt,
       apps: apps.length,
       // with --service-per-port a task has several services: count tasks
-      tasks: new Set(Array.from(desired.services.values(), (s) => s.taskId ?? s.registration.ID)).size,
+      tasks: countTasks(desired.services),
       agents: actual.agents.size,
       plan,
       registered: applied.registered,
@@ -599,6 +610,16 @@ export const syncOnce = Effect.fn("Sync.syncOnce")(function*(settings: SyncSetti
     return report
   }).pipe(Effect.ensuring(ledger.endPass))
 })
+
+/** Running tasks with a service: with --service-per-port, several services are of one task. */
+const countTasks = (services: ReadonlyMap<string, Diff.DesiredService>): number => {
+  const ofOtherTasks = new Set<string>()
+  for (const service of services.values()) if (service.taskId !== undefined) ofOtherTasks.add(service.taskId)
+  if (ofOtherTasks.size === 0) return services.size
+  let tasks = ofOtherTasks.size
+  for (const [id, service] of services) if (service.taskId === undefined && !ofOtherTasks.has(id)) tasks++
+  return tasks
+}
 
 /** One warning per host that is no known agent (not per task: an unreadable catalog would make thousands). */
 const logSkipped = (skipped: ReadonlyArray<SkippedTask>) => {

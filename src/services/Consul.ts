@@ -1,7 +1,8 @@
-import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import { HttpBody, HttpClientRequest } from "@effect/platform"
 import { Context, Duration, Effect, Either, Layer, Option, Schema } from "effect"
 import { AgentChecks, AgentServices, CatalogNodes, CheckUpdate, KvEntries, KvKeys, Registration, TxnConflict, TxnOperations } from "../domain/ConsulApi.js"
 import type { AgentCheck, AgentService, CatalogNode, TxnOpError, TxnOperation } from "../domain/ConsulApi.js"
+import { compiledEncoder } from "../domain/CompiledDecoder.js"
 import { ConsulError, isUnreachable, NotFound } from "../domain/Errors.js"
 import { agentUrl, kvPath } from "../domain/Naming.js"
 import type { HttpSettings, UpstreamFailure } from "./Http.js"
@@ -130,8 +131,22 @@ const notFoundIsError = (operation: string, agent?: string) => (error: NotFound 
     ? new ConsulError({ operation, reason: "Status", status: 404, detail: error.message, ...(agent === undefined ? {} : { agent }) })
     : error
 
-const encodeRegistration = Schema.encodeEither(Registration)
+const encodeRegistration = compiledEncoder(Registration)
 const encodeCheckUpdate = Schema.encodeSync(CheckUpdate)
+
+// each answer's Schema compiled once (Http.schemaBody)
+const readAgentServices = Http.schemaBody(AgentServices)
+const readAgentChecks = Http.schemaBody(AgentChecks)
+const readCatalogNodes = Http.schemaBody(CatalogNodes)
+const readKvEntries = Http.schemaBody(KvEntries)
+const readKvKeys = Http.schemaBody(KvKeys)
+
+/** A decoded record as a Map (an agent's services: thousands every pass, without an entry array each). */
+const mapOf = <A>(record: Readonly<Record<string, A>>): Map<string, A> => {
+  const map = new Map<string, A>()
+  for (const key of Object.keys(record)) map.set(key, record[key]!)
+  return map
+}
 
 const decodeBase64 = (value: string | null): string => value === null ? "" : Buffer.from(value, "base64").toString("utf8")
 
@@ -152,10 +167,10 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
     const onMain = (path: string): string => new URL(path, main).href
 
     const agentServices = (agent: string, options?: { readonly retryUnreachable?: boolean }) =>
-      http.send(HttpClientRequest.get(at(agent, "/v1/agent/services")), HttpClientResponse.schemaBodyJson(AgentServices), {
+      http.send(HttpClientRequest.get(at(agent, "/v1/agent/services")), readAgentServices, {
         retryUnreachable: options?.retryUnreachable
       }).pipe(
-        Effect.map((services) => new Map(Object.entries(services))),
+        Effect.map(mapOf),
         Effect.mapError(Http.mapFailure(`services of agent ${agent}`, consulError("list services", agent))),
         Effect.mapError(notFoundIsError("list services", agent))
       )
@@ -165,7 +180,7 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
         HttpClientRequest.get(at(agent, "/v1/agent/services")).pipe(
           HttpClientRequest.setUrlParam("filter", `ID == ${JSON.stringify(serviceId)}`)
         ),
-        HttpClientResponse.schemaBodyJson(AgentServices)
+        readAgentServices
       ).pipe(
         Effect.mapError(Http.mapFailure(`services of agent ${agent}`, consulError("list services", agent))),
         Effect.mapError(notFoundIsError("list services", agent)),
@@ -184,17 +199,17 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
       }
       const path = options?.replaceExistingChecks === true ? "/v1/agent/service/register?replace-existing-checks=true" : "/v1/agent/service/register"
       return http.send(
-        HttpClientRequest.put(at(agent, path)).pipe(HttpClientRequest.bodyUnsafeJson(encoded.right)),
+        HttpClientRequest.put(at(agent, path)).pipe(HttpClientRequest.setBody(Http.jsonBody(encoded.right))),
         Http.ignoreBody,
         { retryUnreachable: options?.fallbackMode !== true, timeout: options?.timeout }
       ).pipe(Effect.mapError((failure) => notFoundIsError("register", agent)(Http.mapFailure(`agent ${agent}`, consulError("register", agent))(failure))))
     }
 
     const agentChecks = (agent: string, options?: { readonly retryUnreachable?: boolean }) =>
-      http.send(HttpClientRequest.get(at(agent, "/v1/agent/checks")), HttpClientResponse.schemaBodyJson(AgentChecks), {
+      http.send(HttpClientRequest.get(at(agent, "/v1/agent/checks")), readAgentChecks, {
         retryUnreachable: options?.retryUnreachable
       }).pipe(
-        Effect.map((checks) => new Map(Object.entries(checks))),
+        Effect.map(mapOf),
         Effect.mapError(Http.mapFailure(`checks of agent ${agent}`, consulError("list checks", agent))),
         Effect.mapError(notFoundIsError("list checks", agent))
       )
@@ -221,7 +236,7 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
       )
     }
 
-    const catalogNodes = http.send(HttpClientRequest.get(onMain("/v1/catalog/nodes")), HttpClientResponse.schemaBodyJson(CatalogNodes)).pipe(
+    const catalogNodes = http.send(HttpClientRequest.get(onMain("/v1/catalog/nodes")), readCatalogNodes).pipe(
       Effect.mapError(Http.mapFailure("catalog nodes", consulError("list catalog nodes"))),
       Effect.mapError(notFoundIsError("list catalog nodes"))
     )
@@ -229,9 +244,13 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
     const kvTree = (prefix: string) =>
       http.send(
         HttpClientRequest.get(onMain(kvPath(prefix))).pipe(HttpClientRequest.setUrlParam("recurse", "true")),
-        HttpClientResponse.schemaBodyJson(KvEntries)
+        readKvEntries
       ).pipe(
-        Effect.map((entries) => new Map(entries.map((entry) => [entry.Key, decodeBase64(entry.Value)] as const))),
+        Effect.map((entries) => {
+          const tree = new Map<string, string>()
+          for (const entry of entries) tree.set(entry.Key, decodeBase64(entry.Value))
+          return tree
+        }),
         Effect.mapError(Http.mapFailure(`kv ${prefix}`, consulError("read kv tree")))
       )
 
@@ -241,7 +260,7 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
           HttpClientRequest.setUrlParam("keys", "true"),
           separator === undefined ? (r) => r : HttpClientRequest.setUrlParam("separator", separator)
         ),
-        HttpClientResponse.schemaBodyJson(KvKeys)
+        readKvKeys
       ).pipe(Effect.mapError(Http.mapFailure(`kv ${prefix}`, consulError("list kv keys"))))
 
     const kvGet = (key: string) =>

@@ -1,4 +1,4 @@
-import { HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import { HttpClientRequest } from "@effect/platform"
 import { Context, Duration, Effect, Layer, Schema, Stream } from "effect"
 import { createParser } from "eventsource-parser"
 import { MarathonError, NotFound } from "../domain/Errors.js"
@@ -78,6 +78,15 @@ export const withoutCredentials = (url: URL): { readonly url: URL; readonly auth
   return { url: bare, authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` }
 }
 
+// each answer's Schema compiled once (Http.schemaBody)
+const readApps = Http.schemaBody(AppsResponse)
+const readApp = Http.schemaBody(AppResponse)
+const readTasks = Http.schemaBody(TasksResponse)
+const readPodStatuses = Http.schemaBody(PodStatusesResponse)
+const readPodSpec = Http.schemaBody(PodSpec)
+const readEventSubscriptions = Http.schemaBody(EventSubscriptions)
+const readLeader = Http.schemaBody(Leader)
+
 const unreachable = (error: MarathonError | NotFound): boolean =>
   error._tag === "MarathonError" && (error.reason === "Transport" || error.reason === "Timeout")
 
@@ -114,7 +123,7 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
     const apps = failover((base) =>
       http.send(
         HttpClientRequest.get(at(base, "/v2/apps")).pipe(HttpClientRequest.setUrlParam("embed", "apps.tasks")),
-        HttpClientResponse.schemaBodyJson(AppsResponse)
+        readApps
       ).pipe(
         Effect.map((response) => splitApps(response.apps)),
         Effect.mapError(Http.mapFailure("apps", marathonError("list apps"))),
@@ -124,7 +133,7 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
 
     const app = (id: AppId) =>
       failover((base) =>
-        http.send(HttpClientRequest.get(at(base, appPath(id))), HttpClientResponse.schemaBodyJson(AppResponse)).pipe(
+        http.send(HttpClientRequest.get(at(base, appPath(id))), readApp).pipe(
           Effect.map((response) => response.app),
           Effect.mapError(Http.mapFailure(`app ${id}`, marathonError("read app")))
         )
@@ -132,14 +141,14 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
 
     const appTasks = (id: AppId) =>
       failover((base) =>
-        http.send(HttpClientRequest.get(at(base, appPath(id, "/tasks"))), HttpClientResponse.schemaBodyJson(TasksResponse)).pipe(
+        http.send(HttpClientRequest.get(at(base, appPath(id, "/tasks"))), readTasks).pipe(
           Effect.map((response) => response.tasks),
           Effect.mapError(Http.mapFailure(`tasks of app ${id}`, marathonError("list tasks")))
         )
       )
 
     const pods = failover((base) =>
-      http.send(HttpClientRequest.get(at(base, "/v2/pods/::status")), HttpClientResponse.schemaBodyJson(PodStatusesResponse)).pipe(
+      http.send(HttpClientRequest.get(at(base, "/v2/pods/::status")), readPodStatuses).pipe(
         Effect.map(splitPods),
         Effect.mapError(Http.mapFailure("pods", marathonError("list pods")))
       )
@@ -147,7 +156,7 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
 
     const pod = (id: AppId) =>
       failover((base) =>
-        http.send(HttpClientRequest.get(at(base, podPath(id))), HttpClientResponse.schemaBodyJson(PodSpec)).pipe(
+        http.send(HttpClientRequest.get(at(base, podPath(id))), readPodSpec).pipe(
           Effect.mapError(Http.mapFailure(`pod ${id}`, marathonError("read pod")))
         )
       )
@@ -155,7 +164,7 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
     const eventSubscriptions = failover((base) =>
       http.send(
         HttpClientRequest.get(at(base, "/v2/eventSubscriptions")),
-        HttpClientResponse.schemaBodyJson(EventSubscriptions)
+        readEventSubscriptions
       ).pipe(
         Effect.map((response) => response.callbackUrls),
         Effect.mapError(Http.mapFailure("event subscriptions", marathonError("list event subscriptions")))
@@ -208,7 +217,7 @@ export const MarathonLive = (settings: MarathonSettings): Layer.Layer<Marathon> 
 
     const followLeader = Effect.gen(function*() {
       const leader = yield* failover((base) =>
-        http.send(HttpClientRequest.get(at(base, "/v2/leader")), HttpClientResponse.schemaBodyJson(Leader)).pipe(
+        http.send(HttpClientRequest.get(at(base, "/v2/leader")), readLeader).pipe(
           Effect.mapError(Http.mapFailure("leader", marathonError("find leader")))
         )
       )
