@@ -1,4 +1,4 @@
-import { HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import { HttpClientRequest } from "@effect/platform"
 import type { HttpServerError } from "@effect/platform"
 import { Cause, Clock, Console, Context, Duration, Effect, Either, Exit, Fiber, Layer, LogLevel, Option, Schema } from "effect"
 import type { Scope } from "effect"
@@ -483,7 +483,7 @@ const awaitHealth = (
     const deadline = (yield* Clock.currentTimeMillis) + Duration.toMillis(timeout)
     let last = "Consul was not read"
     while ((yield* Clock.currentTimeMillis) < deadline) {
-      const read = yield* Effect.either(http.send(HttpClientRequest.get(url), HttpClientResponse.schemaBodyJson(HealthEntries)))
+      const read = yield* Effect.either(http.send(HttpClientRequest.get(url), Http.schemaBody(HealthEntries)))
       if (Either.isRight(read)) {
         const wrong = Object.entries(expected).filter(([id, status]) => {
           const entry = read.right.find((e) => e.Service.ID === id)

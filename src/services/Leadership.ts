@@ -82,6 +82,10 @@ export const LeadershipLive = (settings: ConsulSettings): Layer.Layer<Leadership
     const http = yield* Http.makeHttp({ ...settings, connections: 4 })
     const onMain = (path: string): string => new URL(path, settings.url).href
 
+    // each answer's Schema compiled once, as every reader of Consul does (Http.schemaBody)
+    const readSessionCreated = Http.schemaBody(SessionCreated)
+    const readLockEntries = Http.schemaBody(LockEntries)
+
     const createSession = (spec: SessionSpec) =>
       HttpClientRequest.put(onMain("/v1/session/create")).pipe(
         HttpClientRequest.schemaBodyJson(SessionCreate)({
@@ -92,7 +96,7 @@ export const LeadershipLive = (settings: ConsulSettings): Layer.Layer<Leadership
         }),
         Effect.mapError((error) => new ConsulError({ operation: "create session", reason: "Status", detail: `unencodable session: ${error.reason}` })),
         Effect.flatMap((request) =>
-          http.send(request, HttpClientResponse.schemaBodyJson(SessionCreated), { idempotent: false }).pipe(
+          http.send(request, readSessionCreated, { idempotent: false }).pipe(
             Effect.map((created) => created.ID),
             Effect.mapError(Http.mapFailure("session", consulError("create session"))),
             Effect.mapError(notFoundIsError("create session"))
@@ -132,7 +136,7 @@ export const LeadershipLive = (settings: ConsulSettings): Layer.Layer<Leadership
       return http.send(
         request,
         (response) =>
-          Effect.map(HttpClientResponse.schemaBodyJson(LockEntries)(response), (entries): LockState => ({
+          Effect.map(readLockEntries(response), (entries): LockState => ({
             index: consulIndex(response),
             session: entries[0]?.Session,
             value: entries[0] === undefined ? undefined : decodeBase64(entries[0].Value)
