@@ -1,6 +1,7 @@
-// Bundles src/main.ts and everything it imports into dist/main.js (the `consular` bin) and a few chunks beside it
-// in dist/chunks/: the daemon's and the demo's code is loaded only when their command runs, so that a one-shot
-// sync neither parses it nor keeps it in memory (peak RSS of `--version` 85 -> 71 MiB).
+// Bundles src/bin.ts into dist/main.js (the `consular` bin) and the CLI it loads (src/main.ts and everything it
+// imports) into chunks in dist/chunks/. `--version` is answered by the bin alone (0.43 -> 0.11 s, `node -e 0`
+// takes 0.10 s); the daemon's and the demo's code is loaded only when their command runs, so that a one-shot
+// sync neither parses it nor keeps it in memory (peak RSS of the CLI 85 -> 71 MiB).
 // Node then reads and compiles a few files instead of resolving the hundreds of modules behind the Effect
 // barrels: `node dist/main.js --version` takes about 0.21 s instead of about 1 s.
 // Type-checking is tsc's job (`npm run build` runs `tsc --noEmit` first); esbuild only strips the types.
@@ -17,9 +18,9 @@ await mkdir(`${root}dist`, { recursive: true })
 
 const result = await build({
   absWorkingDir: root,
-  entryPoints: { main: "src/main.ts" },
+  entryPoints: { main: "src/bin.ts" },
   outdir: "dist",
-  // the daemon and the demo are chunks of their own, imported when their command runs
+  // the CLI, the daemon and the demo are chunks of their own, imported when their command runs
   splitting: true,
   chunkNames: "chunks/[name]-[hash]",
   bundle: true,
