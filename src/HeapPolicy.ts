@@ -31,3 +31,13 @@ export const applyHeapPolicy = (): void => {
     setFlagsFromString("--heap-growing-percent=25 --semi-space-growth-factor=1")
   }
 }
+
+/**
+ * V8's defaults back, as the process exits: V8 refuses a code cache (CodeCache.ts) made under other flags than
+ * those of the start that reads it, which are V8's defaults or the operator's own.
+ */
+export const withdrawHeapPolicy = (): void => {
+  if (!operatorSetHeapFlags(process.execArgv, process.env["NODE_OPTIONS"])) {
+    setFlagsFromString("--heap-growing-percent=0 --semi-space-growth-factor=2")
+  }
+}

@@ -1,0 +1,148 @@
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs"
+import { createRequire } from "node:module"
+import { homedir, tmpdir } from "node:os"
+import { basename, dirname, join, resolve } from "node:path"
+import { debuglog } from "node:util"
+import { Script } from "node:vm"
+import { withdrawHeapPolicy } from "./HeapPolicy.js"
+
+/**
+ * Loads the CLI's chunks (CommonJS scripts, see scripts/build.mjs) with V8's code cache: a start compiles none of
+ * the JavaScript it compiled at an earlier start, but deserialises it. Node 20 caches no code of its own (no
+ * `module.enableCompileCache`, nothing for ES modules), so the chunks are run as `vm.Script`s with `cachedData`.
+ *
+ * - Where: `$CACHE_DIRECTORY` (systemd's CacheDirectory=), else `$XDG_CACHE_HOME/consular`, else
+ *   `~/.cache/consular`, else `<tmpdir>/consular-<uid>`; one file per chunk, named after the chunk (its name holds
+ *   a hash of its contents), Node's version and the CPU architecture. A directory owned by another user, or that
+ *   others may write, is not used (its cache would be code run by consular).
+ * - When: a chunk whose cache is missing, rejected by V8 or corrupt is compiled as usual, and its cache is written
+ *   as the process exits (so that the functions the command ran are in it), to a temporary file then renamed:
+ *   processes starting together never read half a file. A cache that cannot be written is skipped silently.
+ * - `CONSULAR_CODE_CACHE=off` loads the chunks with Node's own `require`, as does `--enable-source-maps` (Node 20
+ *   maps the stack traces of required files only). `NODE_DEBUG=consular` tells what the cache does, on stderr.
+ */
+
+const debug = debuglog("consular")
+
+/** A chunk being run: its script, and whether its cache should be (re)written at exit. */
+interface Loaded {
+  readonly module: { exports: unknown }
+  readonly script?: Script
+  readonly cacheFile?: string
+}
+
+/** sha-1 of the cached data, before it: V8 itself checks a cache's header, not every byte of it */
+const digestBytes = 20
+// node:crypto is required when a cache is read or written, not by `--version`
+const digest = (data: Uint8Array): Buffer =>
+  (createRequire(import.meta.url)("node:crypto") as typeof import("node:crypto")).createHash("sha1").update(data).digest()
+
+const cacheDirectory = (): string | undefined => {
+  const env = process.env
+  if (env["CONSULAR_CODE_CACHE"] === "off" || process.sourceMapsEnabled) return undefined
+  if (env["CACHE_DIRECTORY"]) return env["CACHE_DIRECTORY"].split(":")[0]
+  if (env["XDG_CACHE_HOME"]) return join(env["XDG_CACHE_HOME"], "consular")
+  const home = env["HOME"] ?? safeHomedir()
+  if (home) return join(home, ".cache", "consular")
+  return join(tmpdir(), `consular-${process.getuid?.() ?? "user"}`)
+}
+
+const safeHomedir = (): string | undefined => {
+  try {
+    return homedir()
+  } catch {
+    return undefined
+  }
+}
+
+/** The directory, made if need be; undefined when it is not ours alone. */
+const ownDirectory = (dir: string): string | undefined => {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    const fd = openSync(dir, "r")
+    try {
+      const stat = fstatSync(fd)
+      const uid = process.getuid?.()
+      if (!stat.isDirectory() || (uid !== undefined && stat.uid !== uid) || (stat.mode & 0o022) !== 0) {
+        debug("code cache: %s is not this user's alone: not used", dir)
+        return undefined
+      }
+    } finally {
+      closeSync(fd)
+    }
+    return dir
+  } catch (error) {
+    debug("code cache: %s: %s", dir, String(error))
+    return undefined
+  }
+}
+
+const readCache = (file: string): Buffer | undefined => {
+  let bytes: Buffer
+  try {
+    bytes = readFileSync(file)
+  } catch {
+    debug("code cache: none for %s", basename(file))
+    return undefined
+  }
+  const data = bytes.subarray(digestBytes)
+  if (bytes.length <= digestBytes || !digest(data).equals(bytes.subarray(0, digestBytes))) {
+    debug("code cache: %s is corrupt: ignored", basename(file))
+    return undefined
+  }
+  return data
+}
+
+const writeCache = (file: string, script: Script): void => {
+  const temporary = `${file}.${process.pid}.tmp`
+  try {
+    const data = script.createCachedData()
+    writeFileSync(temporary, Buffer.concat([digest(data), data]), { mode: 0o600 })
+    renameSync(temporary, file)
+    debug("code cache: wrote %s (%d bytes)", basename(file), data.length)
+  } catch (error) {
+    debug("code cache: cannot write %s: %s", basename(file), String(error))
+    try {
+      unlinkSync(temporary)
+    } catch {
+      // nothing was written
+    }
+  }
+}
+
+/** Runs the chunk `file` (and the chunks it requires) and returns its exports. */
+export const loadChunks = (file: string): unknown => {
+  const dir = cacheDirectory()
+  const cache = dir === undefined ? undefined : ownDirectory(dir)
+  if (cache === undefined) return createRequire(file)(file)
+  const loaded = new Map<string, Loaded>()
+  const outer = createRequire(file)
+  const load = (path: string): unknown => {
+    const known = loaded.get(path)
+    if (known !== undefined) return known.module.exports
+    const cacheFile = join(cache, `${basename(path)}.${process.version}-${process.arch}.v8`)
+    const cachedData = readCache(cacheFile)
+    const source = readFileSync(path, "utf8")
+    // CommonJS's wrapper, on one line with the code: line and column numbers stay those of the file
+    const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
+      filename: path,
+      ...(cachedData === undefined ? {} : { cachedData })
+    })
+    const reused = cachedData !== undefined && !script.cachedDataRejected
+    if (cachedData !== undefined) debug("code cache: %s %s", basename(cacheFile), reused ? "used" : "rejected by V8")
+    const module = { exports: {} }
+    loaded.set(path, reused ? { module } : { module, script, cacheFile })
+    const requireHere = (id: string) => id.startsWith("./") || id.startsWith("../") ? load(resolve(dirname(path), id)) : outer(id)
+    const run = script.runInThisContext() as (...args: ReadonlyArray<unknown>) => void
+    run(module.exports, Object.assign(requireHere, { resolve: outer.resolve, cache: outer.cache }), module, path, dirname(path))
+    return module.exports
+  }
+  process.once("exit", () => {
+    const stale = [...loaded.values()].filter((chunk) => chunk.script !== undefined)
+    if (stale.length === 0) return
+    // V8 refuses a cache made under other V8 flags than those of the start that reads it
+    withdrawHeapPolicy()
+    for (const chunk of stale) writeCache(chunk.cacheFile!, chunk.script!)
+  })
+  return load(file)
+}
