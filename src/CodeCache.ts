@@ -1,10 +1,14 @@
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
-import { homedir, tmpdir } from "node:os"
 import { basename, dirname, join, resolve } from "node:path"
-import { debuglog } from "node:util"
-import { Script } from "node:vm"
+import type { Script } from "node:vm"
 import { withdrawHeapPolicy } from "./HeapPolicy.js"
+
+// Node's built-ins through require(), not import: the ES module facade of node:fs reads every export, and its
+// getters load the file streams (about 8 ms of every start, `--version` included)
+const builtin = createRequire(import.meta.url)
+const { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } = builtin("node:fs") as typeof import("node:fs")
+const { homedir, tmpdir } = builtin("node:os") as typeof import("node:os")
+const { debuglog } = builtin("node:util") as typeof import("node:util")
 
 /**
  * Loads the CLI's chunks (CommonJS scripts, see scripts/build.mjs) with V8's code cache: a start compiles none of
@@ -13,8 +17,9 @@ import { withdrawHeapPolicy } from "./HeapPolicy.js"
  *
  * - Where: `$CACHE_DIRECTORY` (systemd's CacheDirectory=), else `$XDG_CACHE_HOME/consular`, else
  *   `~/.cache/consular`, else `<tmpdir>/consular-<uid>`; one file per chunk, named after the chunk (its name holds
- *   a hash of its contents), Node's version and the CPU architecture. A directory owned by another user, or that
- *   others may write, is not used (its cache would be code run by consular).
+ *   a hash of its contents), the command (run, sync, demo, help), Node's version and the CPU architecture. A
+ *   directory owned by another user, or that others may write, is not used (its cache would be code run by
+ *   consular).
  * - When: a chunk whose cache is missing, rejected by V8 or corrupt is compiled as usual, and its cache is written
  *   as the process exits (so that the functions the command ran are in it), to a temporary file then renamed:
  *   processes starting together never read half a file. A cache that cannot be written is skipped silently.
@@ -35,7 +40,7 @@ interface Loaded {
 const digestBytes = 20
 // node:crypto is required when a cache is read or written, not by `--version`
 const digest = (data: Uint8Array): Buffer =>
-  (createRequire(import.meta.url)("node:crypto") as typeof import("node:crypto")).createHash("sha1").update(data).digest()
+  (builtin("node:crypto") as typeof import("node:crypto")).createHash("sha1").update(data).digest()
 
 const cacheDirectory = (): string | undefined => {
   const env = process.env
@@ -110,8 +115,11 @@ const writeCache = (file: string, script: Script): void => {
   }
 }
 
-/** Runs the chunk `file` (and the chunks it requires) and returns its exports. */
-export const loadChunks = (file: string): unknown => {
+/**
+ * Runs the chunk `file` (and the chunks it requires) and returns its exports. `command` names the cache: each
+ * holds the functions its first start compiled, and `--help` does not run what a sync runs.
+ */
+export const loadChunks = (file: string, command: string): unknown => {
   const dir = cacheDirectory()
   const cache = dir === undefined ? undefined : ownDirectory(dir)
   if (cache === undefined) return createRequire(file)(file)
@@ -120,11 +128,11 @@ export const loadChunks = (file: string): unknown => {
   const load = (path: string): unknown => {
     const known = loaded.get(path)
     if (known !== undefined) return known.module.exports
-    const cacheFile = join(cache, `${basename(path)}.${process.version}-${process.arch}.v8`)
+    const cacheFile = join(cache, `${basename(path)}.${command}.${process.version}-${process.arch}.v8`)
     const cachedData = readCache(cacheFile)
     const source = readFileSync(path, "utf8")
     // CommonJS's wrapper, on one line with the code: line and column numbers stay those of the file
-    const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
+    const script = new (builtin("node:vm") as typeof import("node:vm")).Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
       filename: path,
       ...(cachedData === undefined ? {} : { cachedData })
     })

@@ -13,5 +13,8 @@ const args = process.argv.slice(2)
 if (args.length === 1 && args[0] === "--version") {
   process.stdout.write(`${version}\n\n`)
 } else {
-  loadChunks(fileURLToPath(new URL(CONSULAR_CLI_CHUNK, import.meta.url)))
+  // as main.ts reads argv: the first command named, else the daemon (or help)
+  const command = args.find((arg) => arg === "run" || arg === "sync" || arg === "demo") ??
+    (args.includes("--help") || args.includes("-h") ? "help" : "run")
+  loadChunks(fileURLToPath(new URL(CONSULAR_CLI_CHUNK, import.meta.url)), command)
 }

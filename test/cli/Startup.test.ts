@@ -9,7 +9,7 @@ const version = "0.1.0"
 
 const tempDirectory = () => mkdtempSync(join(tmpdir(), "consular-startup-"))
 
-/** `NODE_DEBUG=consular` lines about the code cache, e.g. "cli-X.cjs.v20.1.0-x64.v8 used" */
+/** `NODE_DEBUG=consular` lines about the code cache, e.g. "cli-X.cjs.help.v20.1.0-x64.v8 used" */
 const cacheLines = (stderr: string) =>
   stderr.split("\n").filter((line) => line.includes("code cache:")).map((line) => line.replace(/^.*code cache: /, ""))
 
@@ -66,7 +66,7 @@ describe("V8's code cache of the CLI", () => {
         const first = yield* runCli(["--help"], { env })
         expect(first.code).toBe(0)
         expect(first.stdout).toContain("Usage:")
-        expect(cacheLines(first.stderr).some((line) => /^wrote cli-.*\.cjs\.v\d+.*\.v8/.test(line))).toBe(true)
+        expect(cacheLines(first.stderr).some((line) => /^wrote cli-.*\.cjs\.help\.v\d+.*\.v8/.test(line))).toBe(true)
         const files = cacheFiles(home)
         expect(files.some((name) => name.startsWith("cli-") && name.includes(`${process.version}-${process.arch}`))).toBe(true)
 
@@ -77,6 +77,25 @@ describe("V8's code cache of the CLI", () => {
         expect(lines.filter((line) => line.startsWith("cli-"))).toEqual([expect.stringMatching(/^cli-.* used$/)])
         // nothing to write: every chunk came from the cache
         expect(lines.filter((line) => line.startsWith("wrote"))).toEqual([])
+      })))
+
+  it.live("a one-shot sync reads neither the daemon's chunks nor the demo's", () =>
+    withCacheHome((_home, env) =>
+      Effect.gen(function*() {
+        const chunks = join(dirname(mainJs), "chunks")
+        // the daemon's metrics (prom-client, only the daemon serves /metrics), and the demo: each in a chunk of its own
+        const daemonChunk = readdirSync(chunks).find((name) =>
+          name.endsWith(".cjs") && readFileSync(join(chunks, name), "utf8").includes("process_cpu_user_seconds_total"))
+        const demoChunk = readdirSync(chunks).find((name) => /^Demo-.*\.cjs$/.test(name))
+        expect(daemonChunk).toBeDefined()
+        expect(demoChunk).toBeDefined()
+        const result = yield* runCli(["sync", "--consul", "http://127.0.0.1:1", "--marathon", "http://127.0.0.1:1"], { env })
+        expect(result.code).toBe(1)
+        // every chunk the sync ran is named once, as it has no cache yet
+        const read = cacheLines(result.stderr).flatMap((line) => /^none for (\S+)\.sync\./.exec(line)?.[1] ?? [])
+        expect(read).toContainEqual(expect.stringMatching(/^cli-/))
+        expect(read).not.toContain(daemonChunk)
+        expect(read).not.toContain(demoChunk)
       })))
 
   it.live("a corrupt cache is ignored and written anew", () =>
