@@ -29,18 +29,25 @@ const { debuglog } = builtin("node:util") as typeof import("node:util")
 
 const debug = debuglog("consular")
 
+/** A chunk's code: CommonJS's module wrapper, written by scripts/build.mjs */
+type ChunkFunction = (exports: unknown, require: unknown, module: { exports: unknown }, filename: string, dirname: string) => void
+
 /** A chunk being run: its script, and whether its cache should be (re)written at exit. */
 interface Loaded {
   readonly module: { exports: unknown }
   readonly script?: Script
+  readonly code?: Buffer
   readonly cacheFile?: string
 }
 
-/** sha-1 of the cached data, before it: V8 itself checks a cache's header, not every byte of it */
+/**
+ * sha-1 of the chunk's code and of the cached data, before the data: V8 itself checks a cache's header, not every
+ * byte of it, and of the code only its length (a chunk's name comes from its code before it is made CommonJS)
+ */
 const digestBytes = 20
 // node:crypto is required when a cache is read or written, not by `--version`
-const digest = (data: Uint8Array): Buffer =>
-  (builtin("node:crypto") as typeof import("node:crypto")).createHash("sha1").update(data).digest()
+const digest = (code: Uint8Array, data: Uint8Array): Buffer =>
+  (builtin("node:crypto") as typeof import("node:crypto")).createHash("sha1").update(code).update(data).digest()
 
 const cacheDirectory = (): string | undefined => {
   const env = process.env
@@ -82,7 +89,7 @@ const ownDirectory = (dir: string): string | undefined => {
   }
 }
 
-const readCache = (file: string): Buffer | undefined => {
+const readCache = (file: string, code: Buffer): Buffer | undefined => {
   let bytes: Buffer
   try {
     bytes = readFileSync(file)
@@ -91,18 +98,18 @@ const readCache = (file: string): Buffer | undefined => {
     return undefined
   }
   const data = bytes.subarray(digestBytes)
-  if (bytes.length <= digestBytes || !digest(data).equals(bytes.subarray(0, digestBytes))) {
-    debug("code cache: %s is corrupt: ignored", basename(file))
+  if (bytes.length <= digestBytes || !digest(code, data).equals(bytes.subarray(0, digestBytes))) {
+    debug("code cache: %s is corrupt or not of this code: ignored", basename(file))
     return undefined
   }
   return data
 }
 
-const writeCache = (file: string, script: Script): void => {
+const writeCache = (file: string, code: Buffer, script: Script): void => {
   const temporary = `${file}.${process.pid}.tmp`
   try {
     const data = script.createCachedData()
-    writeFileSync(temporary, Buffer.concat([digest(data), data]), { mode: 0o600 })
+    writeFileSync(temporary, Buffer.concat([digest(code, data), data]), { mode: 0o600 })
     renameSync(temporary, file)
     debug("code cache: wrote %s (%d bytes)", basename(file), data.length)
   } catch (error) {
@@ -122,27 +129,34 @@ const writeCache = (file: string, script: Script): void => {
 export const loadChunks = (file: string, command: string): unknown => {
   const dir = cacheDirectory()
   const cache = dir === undefined ? undefined : ownDirectory(dir)
-  if (cache === undefined) return createRequire(file)(file)
   const loaded = new Map<string, Loaded>()
   const outer = createRequire(file)
   const load = (path: string): unknown => {
     const known = loaded.get(path)
     if (known !== undefined) return known.module.exports
-    const cacheFile = join(cache, `${basename(path)}.${command}.${process.version}-${process.arch}.v8`)
-    const cachedData = readCache(cacheFile)
-    const source = readFileSync(path, "utf8")
-    // CommonJS's wrapper, on one line with the code: line and column numbers stay those of the file
-    const script = new (builtin("node:vm") as typeof import("node:vm")).Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
-      filename: path,
-      ...(cachedData === undefined ? {} : { cachedData })
-    })
-    const reused = cachedData !== undefined && !script.cachedDataRejected
-    if (cachedData !== undefined) debug("code cache: %s %s", basename(cacheFile), reused ? "used" : "rejected by V8")
     const module = { exports: {} }
-    loaded.set(path, reused ? { module } : { module, script, cacheFile })
+    // a chunk is CommonJS code in a function that takes CommonJS's arguments (scripts/build.mjs): run as a script,
+    // it is that function; required, it exports it
+    let chunk: ChunkFunction
+    if (cache === undefined) {
+      // Node's own loader, whose stack traces --enable-source-maps maps
+      loaded.set(path, { module })
+      chunk = outer(path) as ChunkFunction
+    } else {
+      const cacheFile = join(cache, `${basename(path)}.${command}.${process.version}-${process.arch}.v8`)
+      const code = readFileSync(path)
+      const cachedData = readCache(cacheFile, code)
+      const script = new (builtin("node:vm") as typeof import("node:vm")).Script(code.toString("utf8"), {
+        filename: path,
+        ...(cachedData === undefined ? {} : { cachedData })
+      })
+      const reused = cachedData !== undefined && !script.cachedDataRejected
+      if (cachedData !== undefined) debug("code cache: %s %s", basename(cacheFile), reused ? "used" : "rejected by V8")
+      loaded.set(path, reused ? { module } : { module, script, code, cacheFile })
+      chunk = script.runInThisContext() as ChunkFunction
+    }
     const requireHere = (id: string) => id.startsWith("./") || id.startsWith("../") ? load(resolve(dirname(path), id)) : outer(id)
-    const run = script.runInThisContext() as (...args: ReadonlyArray<unknown>) => void
-    run(module.exports, Object.assign(requireHere, { resolve: outer.resolve, cache: outer.cache }), module, path, dirname(path))
+    chunk(module.exports, Object.assign(requireHere, { resolve: outer.resolve, cache: outer.cache }), module, path, dirname(path))
     return module.exports
   }
   process.once("exit", () => {
@@ -150,7 +164,7 @@ export const loadChunks = (file: string, command: string): unknown => {
     if (stale.length === 0) return
     // V8 refuses a cache made under other V8 flags than those of the start that reads it
     withdrawHeapPolicy()
-    for (const chunk of stale) writeCache(chunk.cacheFile!, chunk.script!)
+    for (const chunk of stale) writeCache(chunk.cacheFile!, chunk.code!, chunk.script!)
   })
   return load(file)
 }
