@@ -1,7 +1,6 @@
 import { createRequire } from "node:module"
 import { basename, dirname, join, resolve } from "node:path"
 import type { Script } from "node:vm"
-import { withdrawHeapPolicy } from "./HeapPolicy.js"
 
 // Node's built-ins through require(), not import: the ES module facade of node:fs reads every export, and its
 // getters load the file streams (about 8 ms of every start, `--version` included)
@@ -20,9 +19,10 @@ const { debuglog } = builtin("node:util") as typeof import("node:util")
  *   a hash of its contents), the command (run, sync, demo, help), Node's version and the CPU architecture. A
  *   directory owned by another user, or that others may write, is not used (its cache would be code run by
  *   consular).
- * - When: a chunk whose cache is missing, rejected by V8 or corrupt is compiled as usual, and its cache is written
- *   as the process exits (so that the functions the command ran are in it), to a temporary file then renamed:
- *   processes starting together never read half a file. A cache that cannot be written is skipped silently.
+ * - When: a chunk whose cache is missing, rejected by V8, corrupt or made from other code is compiled as usual,
+ *   and its cache is written once the chunk's code has run (what its initialisation compiled), to a temporary
+ *   file then renamed: processes starting together never read half a file. A cache that cannot be written is
+ *   skipped silently.
  * - `CONSULAR_CODE_CACHE=off` loads the chunks with Node's own `require`, as does `--enable-source-maps` (Node 20
  *   maps the stack traces of required files only). `NODE_DEBUG=consular` tells what the cache does, on stderr.
  */
@@ -31,14 +31,6 @@ const debug = debuglog("consular")
 
 /** A chunk's code: CommonJS's module wrapper, written by scripts/build.mjs */
 type ChunkFunction = (exports: unknown, require: unknown, module: { exports: unknown }, filename: string, dirname: string) => void
-
-/** A chunk being run: its script, and whether its cache should be (re)written at exit. */
-interface Loaded {
-  readonly module: { exports: unknown }
-  readonly script?: Script
-  readonly code?: Buffer
-  readonly cacheFile?: string
-}
 
 /**
  * sha-1 of the chunk's code and of the cached data, before the data: V8 itself checks a cache's header, not every
@@ -129,42 +121,42 @@ const writeCache = (file: string, code: Buffer, script: Script): void => {
 export const loadChunks = (file: string, command: string): unknown => {
   const dir = cacheDirectory()
   const cache = dir === undefined ? undefined : ownDirectory(dir)
-  const loaded = new Map<string, Loaded>()
+  const loaded = new Map<string, { exports: unknown }>()
   const outer = createRequire(file)
   const load = (path: string): unknown => {
     const known = loaded.get(path)
-    if (known !== undefined) return known.module.exports
+    if (known !== undefined) return known.exports
     const module = { exports: {} }
     // a chunk is CommonJS code in a function that takes CommonJS's arguments (scripts/build.mjs): run as a script,
     // it is that function; required, it exports it
+    loaded.set(path, module)
     let chunk: ChunkFunction
+    /** set when the chunk's cache is to be (re)written */
+    let script: Script | undefined
+    let code: Buffer | undefined
+    let cacheFile: string | undefined
     if (cache === undefined) {
       // Node's own loader, whose stack traces --enable-source-maps maps
-      loaded.set(path, { module })
       chunk = outer(path) as ChunkFunction
     } else {
-      const cacheFile = join(cache, `${basename(path)}.${command}.${process.version}-${process.arch}.v8`)
-      const code = readFileSync(path)
+      cacheFile = join(cache, `${basename(path)}.${command}.${process.version}-${process.arch}.v8`)
+      code = readFileSync(path)
       const cachedData = readCache(cacheFile, code)
-      const script = new (builtin("node:vm") as typeof import("node:vm")).Script(code.toString("utf8"), {
+      script = new (builtin("node:vm") as typeof import("node:vm")).Script(code.toString("utf8"), {
         filename: path,
         ...(cachedData === undefined ? {} : { cachedData })
       })
       const reused = cachedData !== undefined && !script.cachedDataRejected
       if (cachedData !== undefined) debug("code cache: %s %s", basename(cacheFile), reused ? "used" : "rejected by V8")
-      loaded.set(path, reused ? { module } : { module, script, code, cacheFile })
       chunk = script.runInThisContext() as ChunkFunction
+      if (reused) script = undefined
     }
     const requireHere = (id: string) => id.startsWith("./") || id.startsWith("../") ? load(resolve(dirname(path), id)) : outer(id)
     chunk(module.exports, Object.assign(requireHere, { resolve: outer.resolve, cache: outer.cache }), module, path, dirname(path))
+    // now, with what the chunk's initialisation compiled: at exit, the cache would also hold every function the
+    // command ran, which the next start would deserialise whether it runs them or not (an idle sync after a cold one)
+    if (script !== undefined && code !== undefined && cacheFile !== undefined) writeCache(cacheFile, code, script)
     return module.exports
   }
-  process.once("exit", () => {
-    const stale = [...loaded.values()].filter((chunk) => chunk.script !== undefined)
-    if (stale.length === 0) return
-    // V8 refuses a cache made under other V8 flags than those of the start that reads it
-    withdrawHeapPolicy()
-    for (const chunk of stale) writeCache(chunk.cacheFile!, chunk.code!, chunk.script!)
-  })
   return load(file)
 }

@@ -23,8 +23,9 @@ export const operatorSetHeapFlags = (execArgv: ReadonlyArray<string>, nodeOption
   )
 
 /**
- * Called once the modules are initialised: their initialisation has grown the young generation to 8 MB (it
- * doubles from 1 MB at collections), and from here on it keeps that size.
+ * Called by the bin once the modules are initialised: their initialisation has grown the young generation to 8 MB
+ * (it doubles from 1 MB at collections), and from here on it keeps that size. Their code cache (CodeCache.ts) is
+ * made before: V8 refuses a cache made under other flags than those of the start that reads it.
  */
 export const applyHeapPolicy = (): void => {
   if (!operatorSetHeapFlags(process.execArgv, process.env["NODE_OPTIONS"])) {
@@ -32,12 +33,3 @@ export const applyHeapPolicy = (): void => {
   }
 }
 
-/**
- * V8's defaults back, as the process exits: V8 refuses a code cache (CodeCache.ts) made under other flags than
- * those of the start that reads it, which are V8's defaults or the operator's own.
- */
-export const withdrawHeapPolicy = (): void => {
-  if (!operatorSetHeapFlags(process.execArgv, process.env["NODE_OPTIONS"])) {
-    setFlagsFromString("--heap-growing-percent=0 --semi-space-growth-factor=2")
-  }
-}

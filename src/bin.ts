@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { fileURLToPath } from "node:url"
 import { loadChunks } from "./CodeCache.js"
+import { applyHeapPolicy } from "./HeapPolicy.js"
 import { version } from "./Version.js"
 
 /** the CLI's chunk (main.ts and what it imports), named by scripts/build.mjs */
@@ -17,4 +18,5 @@ if (args.length === 1 && args[0] === "--version") {
   const command = args.find((arg) => arg === "run" || arg === "sync" || arg === "demo") ??
     (args.includes("--help") || args.includes("-h") ? "help" : "run")
   loadChunks(fileURLToPath(new URL(CONSULAR_CLI_CHUNK, import.meta.url)), command)
+  applyHeapPolicy()
 }
