@@ -38,8 +38,11 @@ type ChunkFunction = (exports: unknown, require: unknown, module: { exports: unk
  */
 const digestBytes = 20
 // node:crypto is required when a cache is read or written, not by `--version`
-const digest = (code: Uint8Array, data: Uint8Array): Buffer =>
-  (builtin("node:crypto") as typeof import("node:crypto")).createHash("sha1").update(code).update(data).digest()
+const sha1 = (...parts: ReadonlyArray<Uint8Array>): Buffer => {
+  const hash = (builtin("node:crypto") as typeof import("node:crypto")).createHash("sha1")
+  for (const part of parts) hash.update(part)
+  return hash.digest()
+}
 
 const cacheDirectory = (): string | undefined => {
   const env = process.env
@@ -81,7 +84,7 @@ const ownDirectory = (dir: string): string | undefined => {
   }
 }
 
-const readCache = (file: string, code: Buffer): Buffer | undefined => {
+const readCache = (file: string, codeHash: Buffer): Buffer | undefined => {
   let bytes: Buffer
   try {
     bytes = readFileSync(file)
@@ -90,18 +93,18 @@ const readCache = (file: string, code: Buffer): Buffer | undefined => {
     return undefined
   }
   const data = bytes.subarray(digestBytes)
-  if (bytes.length <= digestBytes || !digest(code, data).equals(bytes.subarray(0, digestBytes))) {
+  if (bytes.length <= digestBytes || !sha1(codeHash, data).equals(bytes.subarray(0, digestBytes))) {
     debug("code cache: %s is corrupt or not of this code: ignored", basename(file))
     return undefined
   }
   return data
 }
 
-const writeCache = (file: string, code: Buffer, script: Script): void => {
+const writeCache = (file: string, codeHash: Buffer, script: Script): void => {
   const temporary = `${file}.${process.pid}.tmp`
   try {
     const data = script.createCachedData()
-    writeFileSync(temporary, Buffer.concat([digest(code, data), data]), { mode: 0o600 })
+    writeFileSync(temporary, Buffer.concat([sha1(codeHash, data), data]), { mode: 0o600 })
     renameSync(temporary, file)
     debug("code cache: wrote %s (%d bytes)", basename(file), data.length)
   } catch (error) {
@@ -112,6 +115,20 @@ const writeCache = (file: string, code: Buffer, script: Script): void => {
       // nothing was written
     }
   }
+}
+
+/** A chunk's script, from its cache if there is a good one. */
+const compile = (path: string, cacheFile: string) => {
+  const code = readFileSync(path)
+  const codeHash = sha1(code)
+  const cachedData = readCache(cacheFile, codeHash)
+  const script = new (builtin("node:vm") as typeof import("node:vm")).Script(code.toString("utf8"), {
+    filename: path,
+    ...(cachedData === undefined ? {} : { cachedData })
+  })
+  const reused = cachedData !== undefined && !script.cachedDataRejected
+  if (cachedData !== undefined) debug("code cache: %s %s", basename(cacheFile), reused ? "used" : "rejected by V8")
+  return { script, codeHash, reused }
 }
 
 /**
@@ -133,29 +150,26 @@ export const loadChunks = (file: string, command: string): unknown => {
     let chunk: ChunkFunction
     /** set when the chunk's cache is to be (re)written */
     let script: Script | undefined
-    let code: Buffer | undefined
+    let codeHash: Buffer | undefined
     let cacheFile: string | undefined
     if (cache === undefined) {
       // Node's own loader, whose stack traces --enable-source-maps maps
       chunk = outer(path) as ChunkFunction
     } else {
       cacheFile = join(cache, `${basename(path)}.${command}.${process.version}-${process.arch}.v8`)
-      code = readFileSync(path)
-      const cachedData = readCache(cacheFile, code)
-      script = new (builtin("node:vm") as typeof import("node:vm")).Script(code.toString("utf8"), {
-        filename: path,
-        ...(cachedData === undefined ? {} : { cachedData })
-      })
-      const reused = cachedData !== undefined && !script.cachedDataRejected
-      if (cachedData !== undefined) debug("code cache: %s %s", basename(cacheFile), reused ? "used" : "rejected by V8")
+      // no Buffer outlives the compilation: the chunks' initialisation would move them to the old generation,
+      // where they would stay until a full collection (2-3 MiB)
+      const compiled = compile(path, cacheFile)
+      codeHash = compiled.codeHash
+      script = compiled.script
       chunk = script.runInThisContext() as ChunkFunction
-      if (reused) script = undefined
+      if (compiled.reused) script = undefined
     }
     const requireHere = (id: string) => id.startsWith("./") || id.startsWith("../") ? load(resolve(dirname(path), id)) : outer(id)
     chunk(module.exports, Object.assign(requireHere, { resolve: outer.resolve, cache: outer.cache }), module, path, dirname(path))
     // now, with what the chunk's initialisation compiled: at exit, the cache would also hold every function the
     // command ran, which the next start would deserialise whether it runs them or not (an idle sync after a cold one)
-    if (script !== undefined && code !== undefined && cacheFile !== undefined) writeCache(cacheFile, code, script)
+    if (script !== undefined && codeHash !== undefined && cacheFile !== undefined) writeCache(cacheFile, codeHash, script)
     return module.exports
   }
   return load(file)
