@@ -16,9 +16,9 @@ const { debuglog } = builtin("node:util") as typeof import("node:util")
  *
  * - Where: `$CACHE_DIRECTORY` (systemd's CacheDirectory=), else `$XDG_CACHE_HOME/consular`, else
  *   `~/.cache/consular`, else `<tmpdir>/consular-<uid>`; one file per chunk, named after the chunk (its name holds
- *   a hash of its contents), the command (run, sync, demo, help), Node's version and the CPU architecture. A
- *   directory owned by another user, or that others may write, is not used (its cache would be code run by
- *   consular).
+ *   a hash of its code), the command (run, sync, demo, help), Node's version and the CPU architecture, and holding
+ *   a sha-1 of the chunk's code and of the cache. A directory owned by another user, or that others may write, is
+ *   not used (its cache would be code run by consular).
  * - When: a chunk whose cache is missing, rejected by V8, corrupt or made from other code is compiled as usual,
  *   and its cache is written once the chunk's code has run (what its initialisation compiled), to a temporary
  *   file then renamed: processes starting together never read half a file. A cache that cannot be written is
