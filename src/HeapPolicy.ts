@@ -23,11 +23,13 @@ export const operatorSetHeapFlags = (execArgv: ReadonlyArray<string>, nodeOption
   )
 
 /**
- * Called once the modules are initialised: their initialisation has grown the young generation to 8 MB (it
- * doubles from 1 MB at collections), and from here on it keeps that size.
+ * Called by the bin once the modules are initialised: their initialisation has grown the young generation to 8 MB
+ * (it doubles from 1 MB at collections), and from here on it keeps that size. Their code cache (CodeCache.ts) is
+ * made before: V8 refuses a cache made under other flags than those of the start that reads it.
  */
 export const applyHeapPolicy = (): void => {
   if (!operatorSetHeapFlags(process.execArgv, process.env["NODE_OPTIONS"])) {
     setFlagsFromString("--heap-growing-percent=25 --semi-space-growth-factor=1")
   }
 }
+

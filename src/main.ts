@@ -1,10 +1,9 @@
-#!/usr/bin/env node
 import { Command, HelpDoc, Options } from "@effect/cli"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Config, Console, Data, Duration, Effect, Either, Exit, FiberRef, Layer, Logger, LogLevel, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
-import { applyHeapPolicy } from "./HeapPolicy.js"
+import { version } from "./Version.js"
 import { sessionTtlMaxMillis, sessionTtlMinMillis } from "./domain/ConsulApi.js"
 import { leaderKey as defaultLeaderKey, leaderKeyProblem } from "./domain/Naming.js"
 import { parseGoDuration } from "./domain/GoDuration.js"
@@ -49,9 +48,6 @@ const define = <A>(doc: FlagDoc, options: Options.Options<A>): Options.Options<A
   flagDocs.push(doc)
   return options
 }
-
-/** the version `--version` prints and a leader writes in its lock key */
-const version = "0.1.0"
 
 const invalid = (flag: string, why: string) => (): HelpDoc.HelpDoc => HelpDoc.p(`--${flag}: ${why}`)
 
@@ -716,8 +712,7 @@ const main = (argv: ReadonlyArray<string>) =>
     Effect.provide(NodeContext.layer)
   )
 
-applyHeapPolicy()
-
+// the bin applies the heap policy (HeapPolicy.ts) once this module has run
 NodeRuntime.runMain(main(process.argv), {
   disablePrettyLogger: true,
   // every failure was printed where it happened (usage, Marathon, listen), every defect just above
