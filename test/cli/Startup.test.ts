@@ -3,9 +3,11 @@ import { Effect } from "effect"
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { mainJs, runCli, runProcess } from "../support/Process.js"
 
-const version = "0.1.0"
+// the version the package is published as: src/Version.ts (what --version prints) must say the same
+const version = (JSON.parse(readFileSync(fileURLToPath(new URL("../../package.json", import.meta.url)), "utf8")) as { version: string }).version
 
 const tempDirectory = () => mkdtempSync(join(tmpdir(), "consular-startup-"))
 

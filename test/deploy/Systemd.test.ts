@@ -100,6 +100,10 @@ describe("deploy/consular.service", () => {
     expect(setting("Install", "WantedBy")).toContain("multi-user.target")
   })
 
+  it("gives the code cache a directory of its own ($CACHE_DIRECTORY): ProtectHome= hides ~/.cache and PrivateTmp= empties /tmp at every start", () => {
+    expect(only("Service", "CacheDirectory")).toBe("consular")
+  })
+
   it("leaves V8 the writable executable memory its JIT compiler needs", () => {
     expect(setting("Service", "MemoryDenyWriteExecute").at(-1) ?? "no").toMatch(/^(no|false|0)$/)
   })
