@@ -1,6 +1,7 @@
 import { HttpRouter, HttpServerRequest } from "@effect/platform"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Duration, Effect, Either, Option, ParseResult, Schema, SchemaAST as AST } from "effect"
+import type { IncomingMessage } from "node:http"
 import { ConsulError, InvalidEvent, isUnreachable, PayloadTooLarge } from "../domain/Errors.js"
 import type { MarathonError, NotFound } from "../domain/Errors.js"
 import * as Diff from "../domain/Diff.js"
@@ -543,10 +544,9 @@ export type EventHandler = Effect.Effect.Success<ReturnType<typeof makeEventHand
  * Reads at most `limit` bytes of the body: a larger one is refused as soon as it shows (by Content-Length, or
  * while streaming), never buffered whole.
  */
-export const readBody = (request: HttpServerRequest.HttpServerRequest, limit: number): Effect.Effect<string, PayloadTooLarge | InvalidEvent> => {
-  const declared = Number(request.headers["content-length"])
+export const readBody = (source: IncomingMessage, limit: number): Effect.Effect<string, PayloadTooLarge | InvalidEvent> => {
+  const declared = Number(source.headers["content-length"])
   if (Number.isFinite(declared) && declared > limit) return Effect.fail(new PayloadTooLarge({ limit }))
-  const source = NodeHttpServerRequest.toIncomingMessage(request)
   return Effect.async<string, PayloadTooLarge | InvalidEvent>((resume) => {
     const chunks: Array<Buffer> = []
     let size = 0
@@ -583,11 +583,13 @@ const upstreamFailed = (error: ConsulError | MarathonError) =>
     jsonAnswer({ error: `${error._tag === "ConsulError" ? "consul" : "marathon"} failed`, upstream: error._tag === "ConsulError" ? "consul" : "marathon", detail: error.message }, 502)
   )
 
-/** `POST /events`, with every failure turned into a JSON answer in this one place. */
-export const eventsPost = (handler: EventHandler, settings: EventSettings) =>
+/**
+ * `POST /events` of one Node request, with every failure turned into a JSON answer in this one place: the daemon's
+ * listener runs it directly, the router through `eventsPost`.
+ */
+export const answerEvent = (handler: EventHandler, settings: EventSettings, source: IncomingMessage) =>
   Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const text = yield* readBody(request, settings.maxEventBytes)
+    const text = yield* readBody(source, settings.maxEventBytes)
     const decoded = yield* decodeEvent(text)
     const outcome = yield* handler.handle(decoded)
     return jsonAnswer({ status: "ok", outcome }, 200)
@@ -605,11 +607,15 @@ export const eventsPost = (handler: EventHandler, settings: EventSettings) =>
     })
   )
 
-/** Whether a request is `POST /events` (any query string), as the router matches the route. */
-export const isEventsPost = (request: HttpServerRequest.HttpServerRequest): boolean => {
-  if (request.method !== "POST") return false
-  const query = request.url.indexOf("?")
-  return (query === -1 ? request.url : request.url.slice(0, query)) === "/events"
+/** `POST /events` as a route of the platform's router. */
+export const eventsPost = (handler: EventHandler, settings: EventSettings) =>
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => answerEvent(handler, settings, NodeHttpServerRequest.toIncomingMessage(request)))
+
+/** Whether a request is `POST /events` spelled exactly (any query string), a spelling the router also serves. */
+export const isEventsPost = (method: string | undefined, url: string | undefined): boolean => {
+  if (method !== "POST" || url === undefined) return false
+  const query = url.indexOf("?")
+  return (query === -1 ? url : url.slice(0, query)) === "/events"
 }
 
 /** `POST /events` and `GET /`. */
