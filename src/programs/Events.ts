@@ -221,6 +221,8 @@ interface Definition {
 
 export type EventOutcome = "registered" | "deregistered" | "ignored" | "stale" | "skipped" | "health"
 
+const ignored: Effect.Effect<EventOutcome> = Effect.succeed("ignored")
+
 export const makeEventHandler = (settings: EventSettings) =>
   Effect.gen(function*() {
     const consul = yield* Consul
@@ -478,16 +480,14 @@ export const makeEventHandler = (settings: EventSettings) =>
       })
 
     const statusUpdate = (event: StatusUpdateEvent): Effect.Effect<EventOutcome, ConsulError | MarathonError> =>
-      topology.locks.withLock(event.taskId, Effect.gen(function*() {
+      // TASK_STAGING, TASK_STARTING: not a service yet; nothing is read or written, so no turn in the task's lock
+      event.taskStatus !== "TASK_RUNNING" && !isTerminal(event.taskStatus) ? ignored : topology.locks.withLock(event.taskId, Effect.gen(function*() {
         if (event.taskStatus === "TASK_RUNNING") {
           if (ended.has(event.taskId)) return "stale" as const
           return yield* register(event)
         }
-        if (isTerminal(event.taskStatus)) {
-          if (finalStates.has(event.taskStatus)) ended.add(event.taskId)
-          return yield* deregister(event)
-        }
-        return "ignored" as const // TASK_STAGING, TASK_STARTING: not a service yet
+        if (finalStates.has(event.taskStatus)) ended.add(event.taskId)
+        return yield* deregister(event)
       })).pipe(
         Effect.annotateLogs({ task: event.taskId, state: event.taskStatus })
       )
