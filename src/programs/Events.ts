@@ -2,6 +2,7 @@ import { HttpRouter, HttpServerRequest } from "@effect/platform"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Duration, Effect, Either, Option, ParseResult, Schema, SchemaAST as AST } from "effect"
 import type { IncomingMessage } from "node:http"
+import { compiledDecoder } from "../domain/CompiledDecoder.js"
 import { ConsulError, InvalidEvent, isUnreachable, PayloadTooLarge } from "../domain/Errors.js"
 import type { MarathonError, NotFound } from "../domain/Errors.js"
 import * as Diff from "../domain/Diff.js"
@@ -133,7 +134,7 @@ const describeParseError = (error: ParseResult.ParseError): string => {
   return found.length === 0 ? "does not match the event schema" : found.join("; ")
 }
 
-const decodeStatusUpdate = Schema.decodeUnknownEither(StatusUpdateEvent)
+const decodeStatusUpdate = compiledDecoder(StatusUpdateEvent)
 const decodeHealthStatusChanged = Schema.decodeUnknownEither(HealthStatusChangedEvent)
 const decodeInstanceHealthChanged = Schema.decodeUnknownEither(InstanceHealthChangedEvent)
 
