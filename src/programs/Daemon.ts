@@ -104,8 +104,8 @@ export const appFor = (settings: DaemonSettings, handler: EventHandler, operatio
 
 /**
  * The daemon's Node listener: `POST /events` spelled exactly is answered by one fiber writing straight to Node's
- * response, past the platform's request object, router and response handling (half of an event's CPU); every
- * other request goes to the platform's handler of `appFor`. Both check the secret and the leader the same way.
+ * response, past the platform's request object, router and response handling (a fifth to a third of an event's
+ * CPU); every other request goes to the platform's handler of `appFor`. Both check the secret and the leader alike.
  */
 export const daemonListener = (settings: DaemonSettings, handler: EventHandler, app: ReturnType<typeof appFor>, election: Election | undefined) =>
   Effect.gen(function*() {
