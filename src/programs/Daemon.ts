@@ -1,11 +1,12 @@
 import { HttpMiddleware, HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { timingSafeEqual } from "node:crypto"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import { Duration, Effect, Layer, Option, Ref, Schedule } from "effect"
+import { Duration, Effect, Layer, Option, Ref, Runtime, Schedule } from "effect"
 import type { Context } from "effect"
 import { createServer } from "node:http"
-import { eventRoutes, eventsPost, isEventsPost, makeEventHandler } from "./Events.js"
-import { jsonAnswer } from "./JsonAnswer.js"
+import type { IncomingMessage, RequestListener, ServerResponse } from "node:http"
+import { answerEvent, eventRoutes, isEventsPost, makeEventHandler } from "./Events.js"
+import { jsonAnswer, writeJsonAnswer } from "./JsonAnswer.js"
 import { routedPath } from "./RoutedPath.js"
 import { controlRoutes, makePassQueue } from "./Control.js"
 import type { Control } from "./Control.js"
@@ -20,7 +21,7 @@ import { Metrics, MetricsLive } from "../services/Metrics.js"
 import { observeEventWith, observeSync, operationsApp, Readiness, ReadinessLive } from "./Operations.js"
 import type { EventSourceHooks, EventSourceSettings } from "./EventSource.js"
 import { eventsCallbackUrl } from "./EventSource.js"
-import { makeElection, refuseEventsUnlessLeading } from "./Election.js"
+import { followerRefusal, makeElection, refuseEventsUnlessLeading } from "./Election.js"
 import type { Election, LeaderElectionOptions } from "./Election.js"
 import { Leadership } from "../services/Leadership.js"
 import { Marathon } from "../services/Marathon.js"
@@ -75,36 +76,59 @@ const bearer = (authorization: string | undefined): string | undefined => {
 /**
  * With --events-secret-file, POST /events, POST /sync and GET /diff must carry the secret, as `?secret=<s>`
  * (Marathon sends the callback URL as given) or `Authorization: Bearer <s>`; checked before anything else.
+ * The refusal, or undefined when the request may pass (the daemon's listener asks too).
  */
+const secretRefusal = (secret: string | undefined, url: string, authorization: string | undefined): Effect.Effect<HttpServerResponse.HttpServerResponse> | undefined => {
+  if (secret === undefined) return undefined
+  const path = routedPath(url)
+  if (!securedPaths.has(path)) return undefined
+  const parsed = new URL(url, "http://consular.invalid")
+  const given = [parsed.searchParams.get("secret") ?? undefined, bearer(authorization)]
+  if (given.some((candidate) => candidate !== undefined && sameSecret(candidate, secret))) return undefined
+  return Effect.as(Effect.logWarning("request refused: missing or wrong secret").pipe(Effect.annotateLogs({ path })), unauthorized)
+}
+
 const requireSecret = (secret: string | undefined) => <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
-  secret === undefined ? app : Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const path = routedPath(request.url)
-    if (!securedPaths.has(path)) return yield* app
-    const url = new URL(request.url, "http://consular.invalid")
-    const given = [url.searchParams.get("secret") ?? undefined, bearer(request.headers["authorization"])]
-    if (!given.some((candidate) => candidate !== undefined && sameSecret(candidate, secret))) {
-      yield* Effect.logWarning("request refused: missing or wrong secret").pipe(Effect.annotateLogs({ path }))
-      return unauthorized
-    }
-    return yield* app
-  })
+  secret === undefined ? app : Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+    secretRefusal(secret, request.url, request.headers["authorization"]) ?? app)
 
 /** The daemon's HTTP app: events, `GET /`, /health, /ready, /metrics, /sync, /diff, JSON 404s for the rest. */
 export const appFor = (settings: DaemonSettings, handler: EventHandler, operations: HttpRouter.HttpRouter, control: Control, election?: Election) => {
-  const events = eventsPost(handler, settings)
   const routed = eventRoutes(handler, settings).pipe(
     HttpRouter.concat(operations),
     HttpRouter.concat(controlRoutes(control)),
     HttpRouter.all("*", Effect.succeed(notFound))
   )
-  // the hot route, spelled exactly, goes straight to its handler (the router copies the request's whole context to
-  // route it); any other spelling the router accepts (a trailing slash, another case) still reaches it there
-  return Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => isEventsPost(request) ? events : routed).pipe(
-    refuseEventsUnlessLeading(election),
-    requireSecret(settings.eventsSecret)
-  )
+  return routed.pipe(refuseEventsUnlessLeading(election), requireSecret(settings.eventsSecret))
 }
+
+/**
+ * The daemon's Node listener: `POST /events` spelled exactly is answered by one fiber writing straight to Node's
+ * response, past the platform's request object, router and response handling (a fifth to a third of an event's
+ * CPU); every other request goes to the platform's handler of `appFor`. Both check the secret and the leader alike.
+ */
+export const daemonListener = (settings: DaemonSettings, handler: EventHandler, app: ReturnType<typeof appFor>, election: Election | undefined) =>
+  Effect.gen(function*() {
+    // no tracer is exported (main.ts): the server's span per request would only parse the URL and copy headers
+    const platform = yield* HttpMiddleware.withTracerDisabledWhenEffect(NodeHttpServer.makeHandler(app), () => true)
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    const event = (request: IncomingMessage, response: ServerResponse) => {
+      const url = request.url ?? "/"
+      const answer = secretRefusal(settings.eventsSecret, url, request.headers.authorization) ?? (election === undefined
+        ? answerEvent(handler, settings, request)
+        : Effect.flatMap(followerRefusal(election, "POST", url), (refusal) => refusal === undefined ? answerEvent(handler, settings, request) : Effect.succeed(refusal)))
+      const fiber = runFork(answer.pipe(
+        Effect.catchAllCause((cause) => Effect.as(Effect.logError("event not applied: defect", cause), jsonAnswer({ error: "internal error" }, 500))),
+        Effect.map((answered) => writeJsonAnswer(response, answered))
+      ))
+      // as the platform does: a client gone before its answer interrupts the work
+      response.on("close", () => {
+        if (!response.writableEnded) fiber.unsafeInterruptAsFork(fiber.id())
+      })
+    }
+    return (request: IncomingMessage, response: ServerResponse) =>
+      isEventsPost(request.method, request.url) ? event(request, response) : platform(request, response)
+  })
 
 /** Every event, from callbacks or the stream, counted and timed. */
 const measuredHandler = (handler: EventHandler) =>
@@ -123,15 +147,16 @@ const readinessSettings = (settings: DaemonSettings) => ({
 })
 
 /**
- * The daemon's event handler and the HTTP app that serves it, over a queue of passes whose worker runs in the
- * caller's scope: `runDaemon`'s app without its listener, election and event source (tests serve it).
+ * The daemon's event handler, the HTTP app and the Node listener that serve it, over a queue of passes whose worker
+ * runs in the caller's scope: `runDaemon`'s without its bound port, election and event source (tests serve it).
  */
 export const makeDaemonApp = (settings: DaemonSettings) =>
   Effect.gen(function*() {
     const handler = yield* measuredHandler(yield* makeEventHandler(settings))
     const passes = yield* makePasses(settings, undefined, Effect.void)
     yield* Effect.forkScoped(passes.worker)
-    return { handler, app: appFor(settings, handler, yield* operationsApp, passes) }
+    const app = appFor(settings, handler, yield* operationsApp, passes)
+    return { handler, app, listener: yield* daemonListener(settings, handler, app, undefined) }
   })
 
 /**
@@ -164,8 +189,8 @@ const makePasses = <R>(settings: DaemonSettings, election: Election | undefined,
 export const daemonObservability = (settings: DaemonSettings) => Layer.merge(MetricsLive, ReadinessLive(readinessSettings(settings)))
 
 /** Requests Node cannot even parse (a bad request line, a bad Content-Length) still get a JSON answer. */
-export const nodeServer = () => {
-  const server = createServer()
+export const nodeServer = (listener?: RequestListener) => {
+  const server = listener === undefined ? createServer() : createServer(listener)
   server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy()
     const status = error.code === "HPE_HEADER_OVERFLOW" ? 431 : 400
@@ -178,8 +203,14 @@ export const nodeServer = () => {
   return server
 }
 
-export const serveLayer = (settings: Pick<DaemonSettings, "host" | "port">) =>
-  NodeHttpServer.layer(nodeServer, { host: settings.host, port: settings.port })
+/**
+ * Binds the listener, once the app is ready: a Node server bound earlier accepts requests that nothing ever
+ * answers. Closed with the scope.
+ */
+const listen = (settings: Pick<DaemonSettings, "host" | "port">, listener: RequestListener) =>
+  NodeHttpServer.make(() => nodeServer(listener), { host: settings.host, port: settings.port }).pipe(
+    Effect.flatMap((server) => Effect.provideService(HttpServer.logAddress, HttpServer.HttpServer, server))
+  )
 
 export const runDaemon = (settings: DaemonSettings) =>
   Effect.gen(function*() {
@@ -215,15 +246,8 @@ export const runDaemon = (settings: DaemonSettings) =>
     // the schedule, a stream reconnect and POST /sync all ask the one queue of passes
     const passes = yield* makePasses(settings, election, recheck)
     const pass = Effect.ignore(passes.sync)
-    // The one layer a program builds itself: the listener is bound only here, once the app is ready, because a
-    // Node server bound earlier (provided from outside) accepts requests that nothing ever answers until `serve`.
-    const server = HttpServer.serve(appFor(settings, handler, yield* operationsApp, passes, election)).pipe(
-      HttpServer.withLogAddress,
-      // no tracer is exported (main.ts): the server's span per request would only parse the URL and copy headers
-      HttpMiddleware.withTracerDisabledWhen(() => true),
-      Layer.provide(serveLayer(settings)),
-      Layer.launch
-    )
+    const listener = yield* daemonListener(settings, handler, appFor(settings, handler, yield* operationsApp, passes, election), election)
+    const server = Effect.zipRight(listen(settings, listener), Effect.never).pipe(Effect.scoped)
     const work = Effect.all([
       passes.worker,
       runEventSource(settings, hooks),

@@ -277,13 +277,21 @@ const leaderRoutes: ReadonlyArray<{ readonly method: string; readonly path: stri
  */
 export const refuseEventsUnlessLeading = (election: Pick<Election, "leading" | "leaderAt"> | undefined) =>
   <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
-    election === undefined ? app : Effect.gen(function*() {
-      const request = yield* HttpServerRequest.HttpServerRequest
-      const path = routedPath(request.url)
-      const route = leaderRoutes.find((candidate) => candidate.method === request.method && candidate.path === path)
-      if (route === undefined || (yield* election.leading)) return yield* app
-      return notTheLeader(yield* election.leaderAt, route.detail)
-    })
+    election === undefined ? app : Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+      Effect.flatMap(followerRefusal(election, request.method, request.url), (refusal) => refusal ?? app))
+
+/** What a follower answers to `method url` (the daemon's listener asks too), or undefined when the request may pass. */
+export const followerRefusal = (
+  election: Pick<Election, "leading" | "leaderAt">,
+  method: string,
+  url: string
+): Effect.Effect<HttpServerResponse.HttpServerResponse | undefined> => {
+  const path = routedPath(url)
+  const route = leaderRoutes.find((candidate) => candidate.method === method && candidate.path === path)
+  if (route === undefined) return Effect.succeed(undefined)
+  return Effect.flatMap(election.leading, (leading) =>
+    leading ? Effect.succeed(undefined) : Effect.map(election.leaderAt, (leader) => notTheLeader(leader, route.detail)))
+}
 
 /** 503 naming the leader ("host:port", null while none is known). */
 export const notTheLeader = (leader: string | null, detail: string): HttpServerResponse.HttpServerResponse =>

@@ -1,6 +1,8 @@
 import { HttpRouter, HttpServerRequest } from "@effect/platform"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Duration, Effect, Either, Option, ParseResult, Schema, SchemaAST as AST } from "effect"
+import type { IncomingMessage } from "node:http"
+import { compiledDecoder } from "../domain/CompiledDecoder.js"
 import { ConsulError, InvalidEvent, isUnreachable, PayloadTooLarge } from "../domain/Errors.js"
 import type { MarathonError, NotFound } from "../domain/Errors.js"
 import * as Diff from "../domain/Diff.js"
@@ -132,7 +134,7 @@ const describeParseError = (error: ParseResult.ParseError): string => {
   return found.length === 0 ? "does not match the event schema" : found.join("; ")
 }
 
-const decodeStatusUpdate = Schema.decodeUnknownEither(StatusUpdateEvent)
+const decodeStatusUpdate = compiledDecoder(StatusUpdateEvent)
 const decodeHealthStatusChanged = Schema.decodeUnknownEither(HealthStatusChangedEvent)
 const decodeInstanceHealthChanged = Schema.decodeUnknownEither(InstanceHealthChangedEvent)
 
@@ -219,6 +221,8 @@ interface Definition {
 }
 
 export type EventOutcome = "registered" | "deregistered" | "ignored" | "stale" | "skipped" | "health"
+
+const ignored: Effect.Effect<EventOutcome> = Effect.succeed("ignored")
 
 export const makeEventHandler = (settings: EventSettings) =>
   Effect.gen(function*() {
@@ -477,16 +481,14 @@ export const makeEventHandler = (settings: EventSettings) =>
       })
 
     const statusUpdate = (event: StatusUpdateEvent): Effect.Effect<EventOutcome, ConsulError | MarathonError> =>
-      topology.locks.withLock(event.taskId, Effect.gen(function*() {
+      // TASK_STAGING, TASK_STARTING: not a service yet; nothing is read or written, so no turn in the task's lock
+      event.taskStatus !== "TASK_RUNNING" && !isTerminal(event.taskStatus) ? ignored : topology.locks.withLock(event.taskId, Effect.gen(function*() {
         if (event.taskStatus === "TASK_RUNNING") {
           if (ended.has(event.taskId)) return "stale" as const
           return yield* register(event)
         }
-        if (isTerminal(event.taskStatus)) {
-          if (finalStates.has(event.taskStatus)) ended.add(event.taskId)
-          return yield* deregister(event)
-        }
-        return "ignored" as const // TASK_STAGING, TASK_STARTING: not a service yet
+        if (finalStates.has(event.taskStatus)) ended.add(event.taskId)
+        return yield* deregister(event)
       })).pipe(
         Effect.annotateLogs({ task: event.taskId, state: event.taskStatus })
       )
@@ -543,10 +545,9 @@ export type EventHandler = Effect.Effect.Success<ReturnType<typeof makeEventHand
  * Reads at most `limit` bytes of the body: a larger one is refused as soon as it shows (by Content-Length, or
  * while streaming), never buffered whole.
  */
-export const readBody = (request: HttpServerRequest.HttpServerRequest, limit: number): Effect.Effect<string, PayloadTooLarge | InvalidEvent> => {
-  const declared = Number(request.headers["content-length"])
+export const readBody = (source: IncomingMessage, limit: number): Effect.Effect<string, PayloadTooLarge | InvalidEvent> => {
+  const declared = Number(source.headers["content-length"])
   if (Number.isFinite(declared) && declared > limit) return Effect.fail(new PayloadTooLarge({ limit }))
-  const source = NodeHttpServerRequest.toIncomingMessage(request)
   return Effect.async<string, PayloadTooLarge | InvalidEvent>((resume) => {
     const chunks: Array<Buffer> = []
     let size = 0
@@ -583,11 +584,13 @@ const upstreamFailed = (error: ConsulError | MarathonError) =>
     jsonAnswer({ error: `${error._tag === "ConsulError" ? "consul" : "marathon"} failed`, upstream: error._tag === "ConsulError" ? "consul" : "marathon", detail: error.message }, 502)
   )
 
-/** `POST /events`, with every failure turned into a JSON answer in this one place. */
-export const eventsPost = (handler: EventHandler, settings: EventSettings) =>
+/**
+ * `POST /events` of one Node request, with every failure turned into a JSON answer in this one place: the daemon's
+ * listener runs it directly, the router through `eventsPost`.
+ */
+export const answerEvent = (handler: EventHandler, settings: EventSettings, source: IncomingMessage) =>
   Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const text = yield* readBody(request, settings.maxEventBytes)
+    const text = yield* readBody(source, settings.maxEventBytes)
     const decoded = yield* decodeEvent(text)
     const outcome = yield* handler.handle(decoded)
     return jsonAnswer({ status: "ok", outcome }, 200)
@@ -605,11 +608,15 @@ export const eventsPost = (handler: EventHandler, settings: EventSettings) =>
     })
   )
 
-/** Whether a request is `POST /events` (any query string), as the router matches the route. */
-export const isEventsPost = (request: HttpServerRequest.HttpServerRequest): boolean => {
-  if (request.method !== "POST") return false
-  const query = request.url.indexOf("?")
-  return (query === -1 ? request.url : request.url.slice(0, query)) === "/events"
+/** `POST /events` as a route of the platform's router. */
+export const eventsPost = (handler: EventHandler, settings: EventSettings) =>
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => answerEvent(handler, settings, NodeHttpServerRequest.toIncomingMessage(request)))
+
+/** Whether a request is `POST /events` spelled exactly (any query string), a spelling the router also serves. */
+export const isEventsPost = (method: string | undefined, url: string | undefined): boolean => {
+  if (method !== "POST" || url === undefined) return false
+  const query = url.indexOf("?")
+  return (query === -1 ? url : url.slice(0, query)) === "/events"
 }
 
 /** `POST /events` and `GET /`. */

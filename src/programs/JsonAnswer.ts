@@ -1,4 +1,5 @@
 import { HttpServerResponse } from "@effect/platform"
+import type { ServerResponse } from "node:http"
 
 /**
  * The daemon's one way to answer: JSON with a status (and headers when needed), for every route, error or not.
@@ -12,4 +13,11 @@ export const jsonAnswer = (body: unknown, status: number, headers?: Readonly<Rec
     contentLength: Buffer.byteLength(text),
     ...(headers === undefined ? {} : { headers })
   })
+}
+
+/** Writes an answer of `jsonAnswer` straight to Node's response, as the platform's server does (head and body at once). */
+export const writeJsonAnswer = (response: ServerResponse, answer: HttpServerResponse.HttpServerResponse): void => {
+  if (response.writableEnded) return
+  response.writeHead(answer.status, answer.headers)
+  response.end(answer.body._tag === "Raw" && typeof answer.body.body === "string" ? answer.body.body : undefined)
 }

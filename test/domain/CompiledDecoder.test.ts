@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Either, FastCheck as fc, Option, ParseResult, Schema } from "effect"
 import { compiledDecoder, compiledEncoder } from "../../src/domain/CompiledDecoder.js"
 import { AgentChecks, AgentServices, CatalogNodes, KvEntries, Registration, TxnConflict, TxnOperations } from "../../src/domain/ConsulApi.js"
-import { App, AppsResponse, PodStatus, Task, TasksResponse } from "../../src/domain/MarathonApi.js"
+import { App, AppsResponse, PodStatus, StatusUpdateEvent, Task, TasksResponse } from "../../src/domain/MarathonApi.js"
 import { appLists } from "../fixtures/marathon/AppLists.js"
 
 /**
@@ -91,6 +91,16 @@ interface Case {
   readonly payloads: ReadonlyArray<unknown>
 }
 
+/** status_update_event as Marathon 1.x posts it, and as 0.15 did (no ipAddresses, no version) */
+const statusUpdates = [
+  {
+    eventType: "status_update_event", timestamp: "2026-11-25T10:00:00.000Z", slaveId: "s-1", taskId: "web.4f1c2e0a-1111-11ef-8000-000000000001",
+    taskStatus: "TASK_KILLED", message: "", appId: "/web", host: "10.0.0.7", ipAddresses: [{ ipAddress: "10.0.0.7", protocol: "IPv4" }],
+    ports: [31001, 31002], version: "2026-01-01T00:00:01.000Z"
+  },
+  { eventType: "status_update_event", timestamp: "2015-11-25T10:00:00.000Z", slaveId: "s-1", taskId: "web.1", taskStatus: "TASK_RUNNING", appId: "/web", host: "agent-1.example.org", ports: [] }
+]
+
 const cases: ReadonlyArray<Case> = [
   { name: "App", schema: App, payloads: apps },
   { name: "Task", schema: Task, payloads: tasks },
@@ -101,6 +111,7 @@ const cases: ReadonlyArray<Case> = [
   { name: "AgentChecks", schema: AgentChecks, payloads: [agentChecks] },
   { name: "KvEntries", schema: KvEntries, payloads: [kvEntries] },
   { name: "CatalogNodes", schema: CatalogNodes, payloads: [catalogNodes] },
+  { name: "StatusUpdateEvent", schema: StatusUpdateEvent, payloads: statusUpdates },
   { name: "TxnConflict", schema: TxnConflict, payloads: [{ Results: null, Errors: [{ OpIndex: 0, What: "Permission denied" }] }] }
 ]
 

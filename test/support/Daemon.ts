@@ -2,8 +2,8 @@ import type { HttpServerError } from "@effect/platform"
 import { Context, Effect, Layer } from "effect"
 import * as Http from "node:http"
 import { isIP } from "node:net"
-import { listen } from "../../src/embedded/Listen.js"
-import { daemonObservability, makeDaemonApp } from "../../src/programs/Daemon.js"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import { daemonObservability, makeDaemonApp, nodeServer } from "../../src/programs/Daemon.js"
 import type { DaemonSettings } from "../../src/programs/Daemon.js"
 import { makeDatacenter } from "./Datacenter.js"
 import type { Datacenter } from "./Datacenter.js"
@@ -25,18 +25,23 @@ export const daemonSettings = (dc: Datacenter, overrides: Partial<DaemonSettings
   ...overrides
 })
 
-/** The app as the daemon serves it, with its own metrics and readiness and the datacenter's live services. */
-export const daemonApp = (dc: Datacenter, settings: DaemonSettings) =>
-  Effect.map(
-    makeDaemonApp(settings).pipe(Effect.provide(daemonObservability(settings)), Effect.provide(dc.services)),
-    ({ app }) => app
-  )
+/** The app and listener as the daemon serves them, with its own metrics and readiness and the datacenter's live services. */
+const daemonParts = (dc: Datacenter, settings: DaemonSettings) =>
+  makeDaemonApp(settings).pipe(Effect.provide(daemonObservability(settings)), Effect.provide(dc.services))
+
+/** The app as the daemon's router serves it (every request but `POST /events` spelled exactly). */
+export const daemonApp = (dc: Datacenter, settings: DaemonSettings) => Effect.map(daemonParts(dc, settings), ({ app }) => app)
 
 /** The daemon's HTTP app served on a free loopback port, with the datacenter's live services. */
 export const serveDaemon = (dc: Datacenter, overrides: Partial<DaemonSettings> = {}) =>
   Effect.gen(function*() {
-    const app = yield* daemonApp(dc, daemonSettings(dc, overrides))
-    const port = yield* listen(app, { address: "127.0.0.1", port: 0 })
+    // the daemon's own Node listener: POST /events straight to its handler, every other request to the platform
+    const { listener } = yield* daemonParts(dc, daemonSettings(dc, overrides))
+    const node = nodeServer(listener)
+    const server = yield* NodeHttpServer.make(() => node, { host: "127.0.0.1", port: 0 })
+    // a hanging request would otherwise hold the server's close forever
+    yield* Effect.addFinalizer(() => Effect.sync(() => node.closeAllConnections()))
+    const port = server.address._tag === "TcpAddress" ? server.address.port : 0
     const base = `http://127.0.0.1:${port}`
     const post = (body: string | object, headers: Record<string, string> = { "content-type": "application/json" }) =>
       Effect.promise(async () => {
