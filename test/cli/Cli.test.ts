@@ -122,6 +122,30 @@ describe("the consular CLI, as operators run it", () => {
       expect(readFileSync(logfile, "utf8")).toContain("sync done")
     }))
 
+  it.scopedLive("SIGTERM lets an event in flight finish: its answer is sent before the daemon exits 0", () =>
+    Effect.gen(function*() {
+      const dc = yield* makeDatacenter()
+      const port = yield* freePort()
+      const daemon = yield* startCli(["run", "--host", "127.0.0.1", "--port", `${port}`, "--consul", dc.consulUrl.href,
+        "--marathon", dc.marathonUrl.href, "--sync-interval", "0", "--events", "callback", "--timeout", "0.5"])
+      yield* eventually("the daemon serves GET /", async () => (await fetch(`http://127.0.0.1:${port}/`)).status === 200)
+      dc.consul.register("127.0.0.3", { ID: "web.2", Name: "web", Address: "127.0.0.3", Port: 2, Tags: ["consular-reg-id=consular", "consular-app-id=/web"] })
+      // the task's agent never answers: the kill is still being applied (timeouts, retries) when SIGTERM comes
+      dc.consul.setFault("127.0.0.3", { _tag: "Hang" })
+      const answer = fetch(`http://127.0.0.1:${port}/events`, {
+        method: "POST",
+        body: JSON.stringify(statusUpdate({ taskId: "web.2", taskStatus: "TASK_KILLED", appId: "/web", host: "127.0.0.3" })),
+        signal: AbortSignal.timeout(30_000)
+      }).then(async (response) => ({ status: response.status, json: await response.json() as unknown }))
+      yield* Effect.sleep("300 millis")
+      const code = yield* daemon.stop("SIGTERM")
+      expect(code).toBe(0)
+      // answered, not cut off: Consul failed the request, so a 502 naming Consul
+      const answered = yield* Effect.promise(() => answer)
+      expect(answered.status).toBe(502)
+      expect(answered.json).toMatchObject({ upstream: "consul" })
+    }))
+
   it.scopedLive("the daemon serves with Marathon down at start, and converges once it is back", () =>
     Effect.gen(function*() {
       const dc = yield* makeDatacenter()
