@@ -1,7 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Either, Fiber, Layer } from "effect"
 import { createServer } from "node:http"
-import type { AddressInfo } from "node:net"
 import { decodeEvent } from "../../src/programs/Events.js"
 import type { DecodedEvent } from "../../src/programs/Events.js"
 import { runEventSource } from "../../src/programs/EventSource.js"
@@ -13,6 +12,7 @@ import { LoggedLines, LoggerMemory } from "../../src/services/Logger.js"
 import { daemonApp, daemonSettings, sendEvent, serveDaemon } from "../support/Daemon.js"
 import { makeDatacenter } from "../support/Datacenter.js"
 import { eventually } from "../support/Process.js"
+import { listenOnLoopback } from "../support/Listen.js"
 
 /** Every event shape real Marathons send (0.x to 1.10), by callback and by stream, in every SSE framing. */
 
@@ -63,16 +63,8 @@ const sseServer = (body: string) =>
       response.writeHead(200, { "content-type": "text/event-stream;charset=utf-8", connection: "close" })
       response.write(body)
     })
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () => Effect.async<void>((resume) => {
-        server.closeAllConnections()
-        server.close(() => resume(Effect.void))
-      })
-    )
-    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, accepts }
+    const port = yield* listenOnLoopback(server)
+    return { url: `http://127.0.0.1:${port}`, accepts }
   })
 
 const framings: ReadonlyArray<[string, (event: Readonly<Record<string, unknown>>) => string]> = [

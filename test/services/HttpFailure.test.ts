@@ -1,11 +1,11 @@
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import { createServer } from "node:http"
-import type { AddressInfo } from "node:net"
 import { ConsulError, MarathonError } from "../../src/domain/Errors.js"
 import { Consul, ConsulLive } from "../../src/services/Consul.js"
 import { redactSecrets, upstreamWordsLimit } from "../../src/services/Http.js"
 import { Marathon, MarathonLive } from "../../src/services/Marathon.js"
+import { listenOnLoopback } from "../support/Listen.js"
 
 /**
  * A failure line carries the status and the upstream's own words (the body's first 200 characters, secrets
@@ -21,16 +21,8 @@ const answering = (status: number, body: string) =>
       request.resume()
       request.on("end", () => response.writeHead(status, { "content-type": "text/plain; charset=utf-8" }).end(body))
     })
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () => Effect.async<void>((resume) => {
-        server.closeAllConnections()
-        server.close(() => resume(Effect.void))
-      })
-    )
-    return { url: new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`), requests: () => requests }
+    const port = yield* listenOnLoopback(server)
+    return { url: new URL(`http://127.0.0.1:${port}`), requests: () => requests }
   })
 
 const token = "b1946ac9-2f8e-4c7b-9f0e-1d2e3f4a5b6c"

@@ -5,7 +5,6 @@ import { execFileSync } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { createServer } from "node:https"
 import type { ServerOptions } from "node:https"
-import type { AddressInfo } from "node:net"
 import type { TLSSocket } from "node:tls"
 import { join } from "node:path"
 import { describeFailure, makeHttp } from "../../src/services/Http.js"
@@ -13,6 +12,7 @@ import type { TlsSettings } from "../../src/services/Http.js"
 import { makePki } from "../support/Pki.js"
 import type { Pki } from "../support/Pki.js"
 import { testTls } from "../support/Tls.js"
+import { listenOnLoopback } from "../support/Listen.js"
 
 /**
  * What `--consul-cert-file`/`--consul-key-file` (and Marathon's) and `--*-tls-skip-verify` give the transport,
@@ -39,16 +39,8 @@ const httpsServer = (options: ServerOptions) =>
       response.end(JSON.stringify({ client: peer?.subject?.CN ?? "none" }))
     })
     server.on("tlsClientError", () => undefined)
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () => Effect.async<void>((resume) => {
-        server.closeAllConnections()
-        server.close(() => resume(Effect.void))
-      })
-    )
-    return `https://127.0.0.1:${(server.address() as AddressInfo).port}/v1/agent/self`
+    const port = yield* listenOnLoopback(server)
+    return `https://127.0.0.1:${port}/v1/agent/self`
   })
 
 const get = (url: string, tls: TlsSettings) =>

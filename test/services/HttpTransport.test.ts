@@ -8,6 +8,7 @@ import { createServer as createTcpServer, Socket as NetSocket } from "node:net"
 import type { AddressInfo, Socket } from "node:net"
 import { makeTransport, streamKeepAliveMillis } from "../../src/services/HttpTransport.js"
 import { describeFailure, makeHttp } from "../../src/services/Http.js"
+import { listenOnLoopback } from "../support/Listen.js"
 
 /**
  * The wire under Http.ts, against a bare Node server on loopback that can misbehave in ways the embedded
@@ -45,16 +46,7 @@ const rawServer = (handle: (request: IncomingMessage, response: ServerResponse, 
       connections++
       socket.on("close", () => closed++)
     })
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () => Effect.async<void>((resume) => {
-        server.closeAllConnections()
-        server.close(() => resume(Effect.void))
-      })
-    )
-    const { port } = server.address() as AddressInfo
+    const port = yield* listenOnLoopback(server)
     return { url: `http://127.0.0.1:${port}`, seen, connections: () => connections, closed: () => closed } satisfies RawServer
   })
 
@@ -82,6 +74,7 @@ const resettingServer = (
         socket.write(`HTTP/1.1 ${status(connection)}\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}`)
       })
     })
+    // a raw TCP server (node:net), not an HTTP one: listenOnLoopback does not serve it
     yield* Effect.acquireRelease(
       Effect.async<void>((resume) => {
         server.listen(0, "127.0.0.1", () => resume(Effect.void))
