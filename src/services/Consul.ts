@@ -1,5 +1,7 @@
 import { HttpBody, HttpClientRequest } from "@effect/platform"
+import type { HttpClientError, HttpClientResponse } from "@effect/platform"
 import { Context, Duration, Effect, Either, Layer, Option, Schema } from "effect"
+import type { ParseResult } from "effect"
 import { AgentChecks, AgentServices, CatalogNodes, CheckUpdate, KvEntries, KvKeys, Registration, TxnConflict, TxnOperations } from "../domain/ConsulApi.js"
 import type { AgentCheck, AgentService, CatalogNode, TxnOpError, TxnOperation } from "../domain/ConsulApi.js"
 import { compiledEncoder } from "../domain/CompiledDecoder.js"
@@ -166,14 +168,21 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
     }
     const onMain = (path: string): string => new URL(path, main).href
 
-    const agentServices = (agent: string, options?: { readonly retryUnreachable?: boolean }) =>
-      http.send(HttpClientRequest.get(at(agent, "/v1/agent/services")), readAgentServices, {
+    /** One of an agent's own records (its services, its checks), by id. */
+    const agentRecord = <A>(
+      what: "services" | "checks",
+      read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<Readonly<Record<string, A>>, HttpClientError.ResponseError | ParseResult.ParseError>
+    ) =>
+    (agent: string, options?: { readonly retryUnreachable?: boolean }) =>
+      http.send(HttpClientRequest.get(at(agent, `/v1/agent/${what}`)), read, {
         retryUnreachable: options?.retryUnreachable
       }).pipe(
         Effect.map(mapOf),
-        Effect.mapError(Http.mapFailure(`services of agent ${agent}`, consulError("list services", agent))),
-        Effect.mapError(notFoundIsError("list services", agent))
+        Effect.mapError(Http.mapFailure(`${what} of agent ${agent}`, consulError(`list ${what}`, agent))),
+        Effect.mapError(notFoundIsError(`list ${what}`, agent))
       )
+
+    const agentServices = agentRecord("services", readAgentServices)
 
     const agentService = (agent: string, serviceId: string) =>
       http.send(
@@ -205,14 +214,7 @@ export const ConsulLive = (settings: ConsulSettings): Layer.Layer<Consul> =>
       ).pipe(Effect.mapError((failure) => notFoundIsError("register", agent)(Http.mapFailure(`agent ${agent}`, consulError("register", agent))(failure))))
     }
 
-    const agentChecks = (agent: string, options?: { readonly retryUnreachable?: boolean }) =>
-      http.send(HttpClientRequest.get(at(agent, "/v1/agent/checks")), readAgentChecks, {
-        retryUnreachable: options?.retryUnreachable
-      }).pipe(
-        Effect.map(mapOf),
-        Effect.mapError(Http.mapFailure(`checks of agent ${agent}`, consulError("list checks", agent))),
-        Effect.mapError(notFoundIsError("list checks", agent))
-      )
+    const agentChecks = agentRecord("checks", readAgentChecks)
 
     const updateCheck = (agent: string, checkId: string, update: CheckUpdate) =>
       http.send(
