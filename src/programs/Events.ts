@@ -25,6 +25,7 @@ import type { SkipReason } from "../services/Metrics.js"
 import { Marathon } from "../services/Marathon.js"
 import { jsonAnswer } from "./JsonAnswer.js"
 import { Ledger } from "./Ledger.js"
+import { requestPath } from "./RoutedPath.js"
 import { makeAgentLookup } from "./Catalog.js"
 import type { AgentLookup } from "./Catalog.js"
 import { makePlacement } from "./Placement.js"
@@ -613,11 +614,8 @@ export const eventsPost = (handler: EventHandler, settings: EventSettings) =>
   Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => answerEvent(handler, settings, NodeHttpServerRequest.toIncomingMessage(request)))
 
 /** Whether a request is `POST /events` spelled exactly (any query string), a spelling the router also serves. */
-export const isEventsPost = (method: string | undefined, url: string | undefined): boolean => {
-  if (method !== "POST" || url === undefined) return false
-  const query = url.indexOf("?")
-  return (query === -1 ? url : url.slice(0, query)) === "/events"
-}
+export const isEventsPost = (method: string | undefined, url: string | undefined): boolean =>
+  method === "POST" && url !== undefined && requestPath(url) === "/events"
 
 /** `POST /events` and `GET /`. */
 export const eventRoutes = (handler: EventHandler, settings: EventSettings) =>
